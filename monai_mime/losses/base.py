@@ -1,0 +1,202 @@
+"""The argument vocabulary, input checks and reductions shared by every loss of this package.
+
+A loss here is a formula over the per-(image, class) sums ``(I, P, G)`` of :mod:`monai_mime.losses.sums`;
+subclasses implement :meth:`ClassSumLoss.formula` and nothing else. The constructor arguments carry MONAI's names
+and meaning (``monai.losses.DiceLoss``): ``include_background``, ``to_onehot_y``, ``sigmoid``, ``softmax``,
+``other_act``, ``reduction``, ``batch``, plus ``ignore_index`` and ``validate``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable
+
+import torch
+from torch import nn
+
+from monai_mime.losses.sums import Activation, ClassSums, dense_sums, label_map_sums
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+class ClassSumLoss(nn.Module):
+    """Base class: activation, label handling, ``(I, P, G)``, formula, reduction.
+
+    Args:
+        include_background: if False, class 0 takes no part in the loss (its channel still enters the softmax).
+        to_onehot_y: the target is a label map ``(B, 1, *spatial)`` of integer classes. It is *not* one-hot encoded:
+            the sums are taken directly from the labels (scatter-add), which is what the flag means in MONAI.
+        sigmoid: apply a sigmoid to the input (independent channels, e.g. nnU-Net regions).
+        softmax: apply a softmax over the channels. Ignored with a warning for a single channel, as in MONAI.
+        other_act: a callable applied to the input instead (MONAI's ``other_act``); mutually exclusive with the two.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the per-(image, class) terms of :meth:`formula`.
+            ``"none"`` returns them with singleton spatial dimensions appended (MONAI's broadcastable shape).
+        batch: sum ``I, P, G`` over the batch before the formula (MONAI's ``batch``, nnU-Net's ``batch_dice``).
+        ignore_index: a label value whose voxels take no part in any sum (label-map targets; it may lie outside
+            ``[0, K)``, like nnU-Net's ignore label ``K``).
+        validate: check labels, shapes and finiteness on every call. The checks cost one reduction over the labels
+            and one over the logits, and a host sync; switch them off in a tuned training loop.
+    """
+
+    squared: bool = False
+
+    def __init__(
+        self,
+        include_background: bool = True,
+        to_onehot_y: bool = False,
+        sigmoid: bool = False,
+        softmax: bool = False,
+        other_act: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        reduction: str = "mean",
+        batch: bool = False,
+        ignore_index: int | None = None,
+        validate: bool = True,
+    ) -> None:
+        super().__init__()
+        if other_act is not None and not callable(other_act):
+            raise TypeError(f"other_act must be None or callable, got {type(other_act).__name__}.")
+        if int(sigmoid) + int(softmax) + int(other_act is not None) > 1:
+            raise ValueError("Incompatible values: more than one of sigmoid=True, softmax=True, other_act is set.")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"Unsupported reduction {reduction!r}, available options are {list(REDUCTIONS)}.")
+        self.include_background = include_background
+        self.to_onehot_y = to_onehot_y
+        self.sigmoid = sigmoid
+        self.softmax = softmax
+        self.other_act = other_act
+        self.reduction = reduction
+        self.batch = batch
+        self.ignore_index = ignore_index
+        self.validate = validate
+
+    # -- the formula -------------------------------------------------------------------------------------------
+    def formula(self, sums: ClassSums) -> torch.Tensor:
+        """Per-(image, class) loss terms ``(B, K')`` (or ``(K',)`` with ``batch``) from the sums."""
+        raise NotImplementedError
+
+    # -- the sums ----------------------------------------------------------------------------------------------
+    def _activation(self, num_channels: int) -> Activation:
+        if self.softmax and num_channels == 1:
+            warnings.warn("single channel prediction, `softmax=True` ignored.", stacklevel=3)
+            return "none"
+        return "softmax" if self.softmax else "sigmoid" if self.sigmoid else "none"
+
+    def class_sums(self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> ClassSums:
+        """``(I, P, G)`` of shape ``(B, K')`` in float32, background dropped when ``include_background=False``.
+
+        Args:
+            input: ``(B, K, *spatial)`` logits (probabilities when no activation is set).
+            target: ``(B, 1, *spatial)`` label map with ``to_onehot_y=True``, else ``(B, K, *spatial)`` one-hot,
+                soft or region masks.
+            mask: optional ``(B, 1, *spatial)``; voxels where it is 0 take no part.
+        """
+        _check_shapes(input, target, mask, self.to_onehot_y)
+        num_classes = input.shape[1]
+        if self.other_act is not None:
+            input = self.other_act(input)
+        activation = self._activation(num_classes)
+        if self.validate:
+            _check_input_values(input, activation, uses_other_act=self.other_act is not None)
+        x = input.reshape(input.shape[0], num_classes, -1)
+        valid = None if mask is None else mask.reshape(mask.shape[0], -1).float()
+        if self.to_onehot_y and num_classes > 1:
+            labels = target.reshape(target.shape[0], -1)
+            if self.validate:
+                _check_labels(labels, num_classes, self.ignore_index)
+            labels = labels.long()
+            if self.ignore_index is not None:
+                keep = labels != self.ignore_index
+                valid = keep.float() if valid is None else valid * keep
+                labels = labels.masked_fill(~keep, 0)
+            sums = label_map_sums(x, labels, valid, activation, self.squared)
+        else:
+            if self.ignore_index is not None:
+                raise ValueError("ignore_index needs a label-map target (to_onehot_y=True); pass a mask instead.")
+            sums = dense_sums(x, target.reshape(target.shape[0], target.shape[1], -1), valid, activation, self.squared)
+        if self.validate and not (torch.isfinite(sums.prediction).all() and torch.isfinite(sums.ground_truth).all()):
+            raise ValueError("input or target contains NaN or inf.")
+        if not self.include_background:
+            if num_classes == 1:
+                warnings.warn("single channel prediction, `include_background=False` ignored.", stacklevel=2)
+            else:
+                sums = ClassSums(*(t[:, 1:] for t in sums))
+        return sums
+
+    # -- reduction ---------------------------------------------------------------------------------------------
+    def loss_from_sums(self, sums: ClassSums) -> torch.Tensor:
+        """The loss from ``(I, P, G)``: sum over the batch if ``batch``, then :meth:`formula`, then the reduction.
+
+        Adapters call it with sums gathered across processes (nnU-Net's DDP batch dice).
+        """
+        if self.batch:
+            sums = ClassSums(*(t.sum(0) for t in sums))
+        terms = self.formula(sums)
+        if self.reduction == "mean":
+            return terms.mean()
+        if self.reduction == "sum":
+            return terms.sum()
+        return terms
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of ``input`` against ``target`` (see :meth:`class_sums` for the shapes)."""
+        loss = self.loss_from_sums(self.class_sums(input, target, mask))
+        if self.reduction == "none":
+            loss = loss.reshape(loss.shape + (1,) * (input.ndim - 2))
+        return loss
+
+    def extra_repr(self) -> str:
+        return (
+            f"include_background={self.include_background}, to_onehot_y={self.to_onehot_y}, "
+            f"activation={self._activation(2)!r}, reduction={self.reduction!r}, batch={self.batch}, "
+            f"ignore_index={self.ignore_index}"
+        )
+
+
+def _check_shapes(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, label_map: bool) -> None:
+    if not isinstance(input, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError(f"input and target must be tensors, got {type(input).__name__} and {type(target).__name__}.")
+    if input.ndim < 3:
+        raise ValueError(f"input must have shape (B, K, *spatial) with at least one spatial dim, got {tuple(input.shape)}.")
+    if not input.is_floating_point():
+        raise TypeError(f"input must be a floating point tensor of logits or probabilities, got {input.dtype}.")
+    expected_channels = (1, input.shape[1]) if label_map else (input.shape[1],)
+    if (
+        target.ndim != input.ndim
+        or target.shape[0] != input.shape[0]
+        or target.shape[2:] != input.shape[2:]
+        or target.shape[1] not in expected_channels
+    ):
+        hint = "a label map (B, 1, *spatial)" if label_map else "a one-hot target (B, K, *spatial); pass to_onehot_y=True for a label map"
+        raise ValueError(f"target shape {tuple(target.shape)} does not match input {tuple(input.shape)}: expected {hint}.")
+    if label_map and target.shape[1] != 1 and input.shape[1] > 1:
+        raise ValueError(f"to_onehot_y=True expects a label map (B, 1, *spatial), got target {tuple(target.shape)}.")
+    if mask is not None and (mask.shape[0] != input.shape[0] or mask.shape[1] != 1 or mask.shape[2:] != input.shape[2:]):
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match input {tuple(input.shape)}: expected (B, 1, *spatial).")
+
+
+def _check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int | None) -> None:
+    if labels.is_floating_point() and not torch.equal(labels, labels.round()):
+        raise ValueError("label map holds non-integer values; pass integer class labels.")
+    bad = (labels < 0) | (labels >= num_classes)
+    if ignore_index is not None:
+        bad &= labels != ignore_index
+    if bad.any():
+        values = torch.unique(labels[bad])[:8].tolist()
+        allowed = f"[0, {num_classes})" + ("" if ignore_index is None else f" or ignore_index={ignore_index}")
+        raise ValueError(f"label values {values} outside {allowed} for an input of {num_classes} channels.")
+
+
+def _check_input_values(input: torch.Tensor, activation: Activation, uses_other_act: bool) -> None:
+    low, high = torch.aminmax(input.detach())
+    low, high = float(low), float(high)
+    if not (math.isfinite(low) and math.isfinite(high)):  # NaN propagates through min/max
+        raise ValueError(f"input contains NaN or inf (values in [{low}, {high}]).")
+    if activation == "none" and not uses_other_act and (low < 0 or high > 1):
+        raise ValueError(
+            f"input values in [{low:.3g}, {high:.3g}] are not probabilities; pass softmax=True or sigmoid=True for logits."
+        )
+    if activation == "softmax" and low >= 0 and high <= 1:
+        channel_sum = input.detach().sum(1, dtype=torch.float32)
+        if torch.allclose(channel_sum, torch.ones_like(channel_sum), atol=1e-3):
+            raise ValueError("input already sums to 1 over the channels: pass logits with softmax=True, not probabilities.")

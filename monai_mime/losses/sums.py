@@ -1,0 +1,160 @@
+"""The per-(image, class) sums that every loss of this package is a formula over.
+
+For probabilities ``s[b, k, i]``, a one-hot ground truth ``y[b, k, i]`` and a validity mask ``v[b, i]``
+(0 on ignored voxels), ``losses.md`` defines
+
+    I[b, k] = Σ_i v·y·s          (soft intersection)
+    P[b, k] = Σ_i v·s  or  Σ_i v·s²   (prediction mass; squared for V-Net, Eq. 5)
+    G[b, k] = Σ_i v·y            (ground-truth voxel count)
+
+With a label map ``t[b, i]`` (what MONAI and nnU-Net hand over) ``y`` is never built: ``I`` is a scatter-add of
+``s[b, t_i, i]`` into bucket ``t_i`` and ``G`` a bincount of ``t``. :class:`LabelMapSums` does this in a fused
+``torch.autograd.Function`` that applies the activation itself, saves one float32 copy of the probabilities and
+returns the gradient with respect to the logits directly (the softmax Jacobian applied to
+``∂L/∂s = ∂L/∂P · ∂P/∂s + ∂L/∂I · y``), so a loss that is any function of ``(I, P, G)`` costs one read of the
+logits forward and one write of the gradient backward, plus one K-channel temporary.
+
+All sums accumulate in float32 (float64 for float64 inputs), also for float16 / bfloat16 inputs under autocast.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+
+Activation = Literal["softmax", "sigmoid", "none"]
+
+
+class ClassSums(NamedTuple):
+    """``I``, ``P``, ``G`` of shape ``(B, K)`` in float32 (see the module docstring)."""
+
+    intersection: torch.Tensor
+    prediction: torch.Tensor
+    ground_truth: torch.Tensor
+
+
+def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision and float32 inputs, float64 for float64 inputs (gradcheck)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _activate(x: torch.Tensor, activation: Activation) -> torch.Tensor:
+    """Probabilities in :func:`accumulation_dtype` from logits ``x`` ``(B, K, N)``, no float32 copy of ``x`` for softmax."""
+    dtype = accumulation_dtype(x)
+    if activation == "softmax":
+        return torch.softmax(x, dim=1, dtype=dtype)
+    if activation == "sigmoid":
+        return torch.sigmoid(x.to(dtype))
+    return x.to(dtype)
+
+
+class LabelMapSums(torch.autograd.Function):
+    """Fused activation + ``(I, P, G)`` from a label map, with the gradient taken with respect to the logits.
+
+    Forward: ``x`` ``(B, K, N)`` logits (any float dtype), ``labels`` ``(B, N)`` int64 in ``[0, K)``, ``valid``
+    ``(B, N)`` float32 0/1 or ``None``. Backward with upstream ``gI, gP`` of shape ``(B, K)``: the gradient with
+    respect to the probabilities is ``ω[b,k,i] = v_i (gP[b,k] · (2 s[b,k,i] if squared else 1) + gI[b,k] y[b,k,i])``
+    and is mapped to the logits by the activation's Jacobian: ``s ⊙ (ω − Σ_k s_k ω_k)`` for softmax,
+    ``ω ⊙ s (1 − s)`` for sigmoid, ``ω`` for none.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        valid: torch.Tensor | None,
+        activation: Activation,
+        squared: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            s = _activate(x, activation)
+            valid = None if valid is None else valid.to(s.dtype)
+            s_t = s.gather(1, labels.unsqueeze(1)).squeeze(1)
+            weight = torch.ones_like(s_t) if valid is None else valid
+            zeros = s.new_zeros(s.shape[:2])
+            intersection = zeros.scatter_add(1, labels, s_t * weight)
+            ground_truth = zeros.scatter_add(1, labels, weight)
+            mass = s * s if squared else s
+            prediction = mass.sum(-1) if valid is None else torch.bmm(mass, valid.unsqueeze(-1)).squeeze(-1)
+        ctx.save_for_backward(s, labels, s_t, valid)
+        ctx.activation = activation
+        ctx.squared = squared
+        ctx.input_dtype = x.dtype
+        ctx.mark_non_differentiable(ground_truth)
+        return intersection, prediction, ground_truth
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_i: torch.Tensor, grad_p: torch.Tensor, _grad_g: torch.Tensor
+    ) -> tuple[torch.Tensor, None, None, None, None]:
+        s, labels, s_t, valid = ctx.saved_tensors
+        with torch.autocast(device_type=s.device.type, enabled=False):
+            grad_i, grad_p = grad_i.to(s.dtype), grad_p.to(s.dtype)
+            grad_i_t = grad_i.gather(1, labels)  # gI[b, t_i]: the y-term of ω sits on channel t_i only
+            scale = grad_p.unsqueeze(-1)
+            if ctx.activation == "softmax":
+                # ω_k = c_k + gI_t [k = t] with c_k = gP_k (·2 s_k if squared);  Σ_k s_k ω_k = Σ_k s_k c_k + s_t gI_t
+                c_s = s * scale * 2 * s if ctx.squared else None
+                mean = (c_s.sum(1) if c_s is not None else torch.bmm(grad_p.unsqueeze(1), s).squeeze(1)) + s_t * grad_i_t
+                if c_s is None:
+                    grad = scale - mean.unsqueeze(1)
+                    grad.mul_(s)
+                else:
+                    grad = c_s.sub_(s * mean.unsqueeze(1))
+                grad.scatter_add_(1, labels.unsqueeze(1), (s_t * grad_i_t).unsqueeze(1))
+            elif ctx.activation == "sigmoid":
+                grad = 1 - s
+                grad.mul_(s)  # s (1 - s)
+                if ctx.squared:
+                    grad.mul_(s).mul_(2)
+                grad.mul_(scale)
+                grad.scatter_add_(1, labels.unsqueeze(1), (s_t * (1 - s_t) * grad_i_t).unsqueeze(1))
+            else:
+                grad = s * scale * 2 if ctx.squared else scale.expand_as(s).clone()
+                grad.scatter_add_(1, labels.unsqueeze(1), grad_i_t.unsqueeze(1))
+            if valid is not None:
+                grad.mul_(valid.unsqueeze(1))
+        return grad.to(ctx.input_dtype), None, None, None, None
+
+
+def label_map_sums(
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    activation: Activation = "softmax",
+    squared: bool = False,
+) -> ClassSums:
+    """``(I, P, G)`` from logits ``x`` ``(B, K, N)`` and a label map ``labels`` ``(B, N)`` without a one-hot tensor.
+
+    ``labels`` must hold values in ``[0, K)`` everywhere, ignored voxels included (they are zeroed by ``valid``).
+    """
+    return ClassSums(*LabelMapSums.apply(x, labels, valid, activation, squared))
+
+
+def dense_sums(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    activation: Activation = "softmax",
+    squared: bool = False,
+) -> ClassSums:
+    """``(I, P, G)`` from logits ``x`` ``(B, K, N)`` and a dense target ``(B, K, N)`` (one-hot, soft or region masks).
+
+    Plain autograd; used when the caller already holds a K-channel target, so no one-hot is built here either.
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        s = _activate(x, activation)
+        y = target.to(s.dtype)
+        if valid is not None:
+            valid = valid.to(s.dtype)
+            y = y * valid.unsqueeze(1)
+            s_for_p = s * valid.unsqueeze(1)
+        else:
+            s_for_p = s
+        intersection = torch.linalg.vecdot(s, y)
+        prediction = torch.linalg.vecdot(s_for_p, s) if squared else s_for_p.sum(-1)
+        ground_truth = y.sum(-1)
+    return ClassSums(intersection, prediction, ground_truth.detach())
