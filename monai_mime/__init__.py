@@ -5,12 +5,13 @@ Losses (``torch.nn.Module``, MONAI argument names): :class:`SoftDiceLoss` (Eq. 1
 :func:`list_losses`, :func:`register_loss`); dataset statistics for Mime's a/b (:class:`ClassStatistics`).
 """
 
-from monai_mime.losses import CrossEntropyLoss, GeneralizedSoftDiceLoss, MimeLoss, SoftDiceLoss, VNetDiceLoss
+from monai_mime.losses import AdaptiveMimeLoss, CrossEntropyLoss, GeneralizedSoftDiceLoss, MimeLoss, SoftDiceLoss, VNetDiceLoss
 from monai_mime.registry import get_loss, list_losses, register_loss
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveMimeLoss",
     "CrossEntropyLoss",
     "GeneralizedSoftDiceLoss",
     "MimeLoss",

@@ -12,7 +12,7 @@ from typing import Any, Callable, TypeVar
 
 from torch import nn
 
-from monai_mime.losses import CrossEntropyLoss, GeneralizedSoftDiceLoss, MimeLoss, SoftDiceLoss, VNetDiceLoss
+from monai_mime.losses import AdaptiveMimeLoss, CrossEntropyLoss, GeneralizedSoftDiceLoss, MimeLoss, SoftDiceLoss, VNetDiceLoss
 
 LossFactory = Callable[..., nn.Module]
 F = TypeVar("F", bound=LossFactory)
@@ -40,7 +40,7 @@ def list_losses() -> list[str]:
 def get_loss(name: str, **kwargs: Any) -> nn.Module:
     """Instantiate the loss registered as ``name`` with ``kwargs``.
 
-    ``"mime"`` takes either ``a=`` and ``b=`` or ``stats=`` (a :class:`~monai_mime.ClassStatistics`, with the
+    ``"mime"`` and ``"mime_adaptive"`` take either ``a=`` and ``b=`` or ``stats=`` (a :class:`~monai_mime.ClassStatistics`, with the
     optional ``mode``, ``patch_size`` and ``weight_kwargs`` of :meth:`MimeLoss.from_statistics`).
     """
     try:
@@ -50,17 +50,23 @@ def get_loss(name: str, **kwargs: Any) -> nn.Module:
     return factory(**kwargs)
 
 
-def _mime(**kwargs: Any) -> MimeLoss:
-    """Mime from explicit ``a``/``b`` or from ``stats``."""
-    if "stats" in kwargs:
-        return MimeLoss.from_statistics(**kwargs)
-    return MimeLoss(**kwargs)
+def _from_weights_or_statistics(loss_class: type[MimeLoss]) -> LossFactory:
+    """A factory building ``loss_class`` from explicit ``a``/``b`` or from ``stats``."""
+
+    def factory(**kwargs: Any) -> MimeLoss:
+        if "stats" in kwargs:
+            return loss_class.from_statistics(**kwargs)
+        return loss_class(**kwargs)
+
+    factory.__doc__ = f"{loss_class.__name__} from ``a``/``b`` or from ``stats``."
+    return factory
 
 
 register_loss("dice")(SoftDiceLoss)
 register_loss("vnet")(VNetDiceLoss)
 register_loss("gdl")(GeneralizedSoftDiceLoss)
-register_loss("mime")(_mime)
+register_loss("mime")(_from_weights_or_statistics(MimeLoss))
+register_loss("mime_adaptive")(_from_weights_or_statistics(AdaptiveMimeLoss))
 register_loss("ce")(CrossEntropyLoss)
 
 __all__ = ["get_loss", "list_losses", "register_loss"]

@@ -21,7 +21,7 @@ def test_builtin_names() -> None:
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(KeyError, match="unknown loss 'dcie'; registered losses: ce, dice, gdl, mime, vnet"):
+    with pytest.raises(KeyError, match="unknown loss 'dcie'; registered losses: ce, dice, gdl, mime, mime_adaptive, vnet"):
         get_loss("dcie")
 
 

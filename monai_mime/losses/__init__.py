@@ -3,10 +3,11 @@
 from monai_mime.losses.base import ClassSumLoss
 from monai_mime.losses.ce import CrossEntropyLoss
 from monai_mime.losses.dice import GeneralizedSoftDiceLoss, SoftDiceLoss, VNetDiceLoss
-from monai_mime.losses.mime import MimeLoss
+from monai_mime.losses.mime import AdaptiveMimeLoss, MimeLoss
 from monai_mime.losses.sums import ClassSums, dense_sums, label_map_sums
 
 __all__ = [
+    "AdaptiveMimeLoss",
     "ClassSumLoss",
     "ClassSums",
     "CrossEntropyLoss",

@@ -108,3 +108,70 @@ class MimeLoss(ClassSumLoss):
 
     def extra_repr(self) -> str:
         return f"a={self.a.tolist()}, b={self.b.tolist()}, " + super().extra_repr()
+
+
+class AdaptiveMimeLoss(MimeLoss):
+    """Mime whose a/b follow the soft-Dice gradient (Eq. 2) at a running, dataset-level operating point.
+
+    Eq. 2 gives the Dice gradient's two values per image and class, ``−2 (U − I)/U²`` on the ground truth and
+    ``2 I/U²`` elsewhere (``U = G + P``). This loss keeps exponential moving averages ``Ī_k, Ū_k`` of the per-image
+    sums over the training batches and uses
+
+        ``a_k = 2 (Ū_k − Ī_k) / Ū_k²``,   ``b_k = 2 Ī_k / Ū_k²``   (Eq. 2 at the running averages),
+
+    in the linear map of Eq. 3. Each step is still Mime — linear in the probabilities, no division by a patch's own
+    (possibly zero) sums — but the ratio ``a/b = (Ū − Ī)/Ī`` moves as the Dice gradient's does: large while the
+    prediction misses a class (a starved class is pulled back), near 1 once it overlaps (no over-segmentation).
+
+    Args:
+        a, b: the starting weights, e.g. from :meth:`ClassStatistics.weights`. They fix the starting operating point
+            ``Ū = 2/(a + b)``, ``Ī = 2 b/(a + b)²`` (the inverse of the two formulas above).
+        momentum: weight of the old average per training step (0.99: a horizon of about 100 steps); 1 freezes the
+            weights, which makes the loss plain :class:`MimeLoss`.
+        min_union: floor for ``Ū`` in voxels, so that a class missing from many consecutive batches cannot blow
+            ``a`` up.
+        **kwargs: as :class:`MimeLoss`.
+
+    The averages are updated only in training mode and live in the ``state_dict`` (buffers ``running_intersection``,
+    ``running_union``), so a checkpoint resumes with the weights it had.
+    """
+
+    running_intersection: torch.Tensor
+    running_union: torch.Tensor
+
+    def __init__(
+        self,
+        a: Sequence[float] | np.ndarray | torch.Tensor,
+        b: Sequence[float] | np.ndarray | torch.Tensor,
+        momentum: float = 0.99,
+        min_union: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(a, b, **kwargs)
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must lie in [0, 1], got {momentum}.")
+        self.momentum = float(momentum)
+        self.min_union = float(min_union)
+        union = 2 / (self.a + self.b)
+        self.register_buffer("running_union", union)
+        self.register_buffer("running_intersection", self.b * union**2 / 2)
+
+    @torch.no_grad()
+    def observe(self, sums: ClassSums) -> None:
+        """Fold a batch's per-image sums ``(B, K')`` into the running averages and recompute ``a``, ``b``."""
+        intersection, prediction, ground_truth = (t.detach().float().mean(0) for t in sums)
+        m = self.momentum
+        self.running_intersection.mul_(m).add_(intersection, alpha=1 - m)
+        self.running_union.mul_(m).add_(prediction + ground_truth, alpha=1 - m)
+        union = self.running_union.clamp_min(self.min_union)
+        intersection = torch.minimum(self.running_intersection, union / 2)  # I ≤ min(G, P) ≤ U/2
+        self.a.copy_(2 * (union - intersection) / union**2)
+        self.b.copy_((2 * intersection / union**2).clamp_min(torch.finfo(torch.float32).tiny))
+
+    def loss_from_sums(self, sums: ClassSums) -> torch.Tensor:
+        if self.training and self.momentum < 1.0:
+            self.observe(sums)
+        return super().loss_from_sums(sums)
+
+    def extra_repr(self) -> str:
+        return f"momentum={self.momentum}, " + super().extra_repr()
