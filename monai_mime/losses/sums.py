@@ -72,10 +72,13 @@ class LabelMapSums(torch.autograd.Function):
             s = _activate(x, activation)
             valid = None if valid is None else valid.to(s.dtype)
             s_t = s.gather(1, labels.unsqueeze(1)).squeeze(1)
-            weight = torch.ones_like(s_t) if valid is None else valid
             zeros = s.new_zeros(s.shape[:2])
-            intersection = zeros.scatter_add(1, labels, s_t * weight)
-            ground_truth = zeros.scatter_add(1, labels, weight)
+            if valid is None:
+                intersection = zeros.scatter_add(1, labels, s_t)
+                ground_truth = zeros.scatter_add(1, labels, s.new_ones(()).expand_as(s_t))
+            else:
+                intersection = zeros.scatter_add(1, labels, s_t * valid)
+                ground_truth = zeros.scatter_add(1, labels, valid)
             mass = s * s if squared else s
             prediction = mass.sum(-1) if valid is None else torch.bmm(mass, valid.unsqueeze(-1)).squeeze(-1)
         ctx.save_for_backward(s, labels, s_t, valid)
@@ -93,28 +96,31 @@ class LabelMapSums(torch.autograd.Function):
         s, labels, s_t, valid = ctx.saved_tensors
         with torch.autocast(device_type=s.device.type, enabled=False):
             grad_i, grad_p = grad_i.to(s.dtype), grad_p.to(s.dtype)
-            grad_i_t = grad_i.gather(1, labels)  # gI[b, t_i]: the y-term of ω sits on channel t_i only
+            grad_i_t = grad_i.gather(1, labels)  # gI[b, t_i]
             scale = grad_p.unsqueeze(-1)
+            # the y-part of ω sits on channel t_i only; y_term is its image under the activation's Jacobian there
             if ctx.activation == "softmax":
                 # ω_k = c_k + gI_t [k = t] with c_k = gP_k (·2 s_k if squared);  Σ_k s_k ω_k = Σ_k s_k c_k + s_t gI_t
-                c_s = s * scale * 2 * s if ctx.squared else None
-                mean = (c_s.sum(1) if c_s is not None else torch.bmm(grad_p.unsqueeze(1), s).squeeze(1)) + s_t * grad_i_t
-                if c_s is None:
+                y_term = s_t * grad_i_t
+                if ctx.squared:
+                    grad = s * scale * 2 * s  # s_k c_k
+                    mean = grad.sum(1).add_(y_term)
+                    grad.sub_(s * mean.unsqueeze(1))
+                else:
+                    mean = torch.bmm(grad_p.unsqueeze(1), s).squeeze(1).add_(y_term)
                     grad = scale - mean.unsqueeze(1)
                     grad.mul_(s)
-                else:
-                    grad = c_s.sub_(s * mean.unsqueeze(1))
-                grad.scatter_add_(1, labels.unsqueeze(1), (s_t * grad_i_t).unsqueeze(1))
             elif ctx.activation == "sigmoid":
+                y_term = s_t * (1 - s_t) * grad_i_t
                 grad = 1 - s
                 grad.mul_(s)  # s (1 - s)
                 if ctx.squared:
                     grad.mul_(s).mul_(2)
                 grad.mul_(scale)
-                grad.scatter_add_(1, labels.unsqueeze(1), (s_t * (1 - s_t) * grad_i_t).unsqueeze(1))
             else:
+                y_term = grad_i_t
                 grad = s * scale * 2 if ctx.squared else scale.expand_as(s).clone()
-                grad.scatter_add_(1, labels.unsqueeze(1), grad_i_t.unsqueeze(1))
+            grad.scatter_add_(1, labels.unsqueeze(1), y_term.unsqueeze(1))
             if valid is not None:
                 grad.mul_(valid.unsqueeze(1))
         return grad.to(ctx.input_dtype), None, None, None, None
