@@ -1,23 +1,53 @@
 """monai-mime: the Mime, V-Net Dice and Generalized Dice losses for MONAI and nnU-Net v2.
 
 Losses (``torch.nn.Module``, MONAI argument names): :class:`SoftDiceLoss` (Eq. 1), :class:`VNetDiceLoss` (Eq. 5),
-:class:`GeneralizedSoftDiceLoss` (Eq. 4), :class:`MimeLoss` (Eq. 3); a registry (:func:`get_loss`,
-:func:`list_losses`, :func:`register_loss`); dataset statistics for Mime's a/b (:class:`ClassStatistics`).
+:class:`GeneralizedSoftDiceLoss` (Eq. 4), :class:`MimeLoss` (Eq. 3), :class:`AdaptiveMimeLoss`; a registry
+(:func:`get_loss`, :func:`list_losses`, :func:`register_loss`); dataset statistics for Mime's a/b
+(:class:`ClassStatistics`). Names are imported on first use, so ``monai-mime nnunet-path`` starts without torch.
 """
 
-from monai_mime.losses import AdaptiveMimeLoss, CrossEntropyLoss, GeneralizedSoftDiceLoss, MimeLoss, SoftDiceLoss, VNetDiceLoss
-from monai_mime.registry import get_loss, list_losses, register_loss
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AdaptiveMimeLoss",
-    "CrossEntropyLoss",
-    "GeneralizedSoftDiceLoss",
-    "MimeLoss",
-    "SoftDiceLoss",
-    "VNetDiceLoss",
-    "get_loss",
-    "list_losses",
-    "register_loss",
-]
+_EXPORTS = {
+    "AdaptiveMimeLoss": "monai_mime.losses",
+    "CrossEntropyLoss": "monai_mime.losses",
+    "GeneralizedSoftDiceLoss": "monai_mime.losses",
+    "MimeLoss": "monai_mime.losses",
+    "SoftDiceLoss": "monai_mime.losses",
+    "VNetDiceLoss": "monai_mime.losses",
+    "get_loss": "monai_mime.registry",
+    "list_losses": "monai_mime.registry",
+    "register_loss": "monai_mime.registry",
+    "ClassStatistics": "monai_mime.stats",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from monai_mime.losses import (
+        AdaptiveMimeLoss,
+        CrossEntropyLoss,
+        GeneralizedSoftDiceLoss,
+        MimeLoss,
+        SoftDiceLoss,
+        VNetDiceLoss,
+    )
+    from monai_mime.registry import get_loss, list_losses, register_loss
+    from monai_mime.stats import ClassStatistics
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'monai_mime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

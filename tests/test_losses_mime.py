@@ -112,3 +112,17 @@ def test_batch_sums_terms_over_the_batch() -> None:
     batched = MimeLoss(A, B, to_onehot_y=True, reduction="none", batch=True)(probs, labels)
     assert batched.shape == (3, 1, 1)
     torch.testing.assert_close(batched[:, 0, 0], per_image[:, :, 0, 0].sum(0))
+
+
+def test_from_statistics_takes_the_weights_of_the_requested_mode() -> None:
+    from monai_mime import ClassStatistics
+
+    labels = [torch.randint(0, 3, (6, 6)).numpy() for _ in range(4)]
+    stats = ClassStatistics.from_labels(labels, num_classes=3)
+    a, b = stats.weights(mode="dice", overlap=0.5, patch_size=(4, 4))
+    loss = MimeLoss.from_statistics(
+        stats, mode="dice", patch_size=(4, 4), weight_kwargs={"overlap": 0.5}, include_background=False, softmax=True
+    )
+    torch.testing.assert_close(loss.a, torch.tensor(a[1:], dtype=torch.float32))
+    torch.testing.assert_close(loss.b, torch.tensor(b[1:], dtype=torch.float32))
+    assert loss.softmax and not loss.include_background
