@@ -9,8 +9,9 @@ interrupted ablation resumes where it stopped. Training uses the dataset's "trai
     python examples/ablation.py --out results/ablation_synthetic        # the built-in rare-class data
 
 The summary (``ablation.md``, ``ablation.json``, ``ablation.png``) gives, per budget and setting, the mean and
-per-class Dice and HD95 (paper conventions) and the predicted/true volume ratio per class, averaged over the
-seeds that have finished (± the spread between seeds).
+per-class Dice and HD95 (paper conventions), the per-class Dice over the held-out images that contain the class
+(where an absent class scoring 1 cannot hide a class that is never predicted) and the predicted/true volume ratio
+per class, averaged over the seeds that have finished (± the spread between seeds).
 """
 
 from __future__ import annotations
@@ -83,10 +84,15 @@ def _collect(out: Path, settings: list[str], budgets: list[int], seeds: list[int
 
 def _scores(entry: dict[str, Any]) -> dict[str, Any]:
     per_class = entry["per_class"]
+    cases = entry["per_case"]
+    present = [
+        [case["dice"][k] for case in cases if case["gt_counts"][k] > 0] for k in range(len(per_class))
+    ]
     return {
         "dice": entry["mean"]["dice"],
         "hd95": entry["mean"]["hd95"],
         "class_dice": [v["dice_mean"] for v in per_class.values()],
+        "class_dice_present": [float(np.mean(d)) if d else None for d in present],
         "class_hd95": [v["hd95_mean"] for v in per_class.values()],
         "volume_ratio": [v["volume_ratio"] for v in per_class.values()],
         "threshold": entry.get("threshold"),
@@ -106,19 +112,21 @@ def markdown(collected: dict[str, Any]) -> str:
         lines += [
             f"### {steps} steps",
             "",
-            "| setting | seeds | mean DSC % | " + " | ".join(f"{c} DSC %" for c in classes) + " | mean HD95 | "
+            "| setting | seeds | mean DSC % | " + " | ".join(f"{c} DSC %" for c in classes)
+            + " | " + " | ".join(f"{c} DSC % where present" for c in classes) + " | mean HD95 | "
             + " | ".join(f"{c} pred/true vol." for c in classes) + " |",
-            "|---|---:|---:|" + "---:|" * len(classes) + "---:|" + "---:|" * len(classes),
+            "|---|---:|---:|" + "---:|" * (2 * len(classes)) + "---:|" + "---:|" * len(classes),
         ]
         for setting, runs in settings.items():
             dice_m, dice_s = _mean_std([r["dice"] for r in runs])
             hd_m, _ = _mean_std([r["hd95"] for r in runs])
             per_class = [_mean_std([r["class_dice"][k] for r in runs])[0] for k in range(len(classes))]
+            present = [_mean_std([r["class_dice_present"][k] for r in runs])[0] for k in range(len(classes))]
             ratios = [_mean_std([r["volume_ratio"][k] for r in runs])[0] for k in range(len(classes))]
             spread = f" ± {100 * dice_s:.1f}" if len(runs) > 1 else ""
             lines.append(
                 f"| `{setting}` | {len(runs)} | {100 * dice_m:.1f}{spread} | "
-                + " | ".join(f"{100 * d:.1f}" for d in per_class)
+                + " | ".join(f"{100 * d:.1f}" for d in per_class + present)
                 + f" | {hd_m:.1f} | "
                 + " | ".join(f"{r:.2f}" for r in ratios)
                 + " |"

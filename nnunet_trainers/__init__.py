@@ -1,0 +1,42 @@
+"""nnU-Net v2 trainers with the Mime, V-Net Dice and Generalized Dice losses of :mod:`monai_mime`.
+
+Setup (one line): ``export nnUNet_extTrainer=$(monai-mime nnunet-path)``, then
+``nnUNetv2_train DATASET CONFIG FOLD -tr nnUNetTrainerMime`` (or ``...MimeCE``, ``...VNet``, ``...VNetCE``,
+``...GDL``, ``...GDLCE``).
+
+Submodules: :mod:`~nnunet_trainers.discovery` (the folder for ``nnUNet_extTrainer``; imports nothing from nnU-Net),
+:mod:`~nnunet_trainers.losses` (loss adapters: deep supervision, ignore label, regions, DDP batch dice) and
+:mod:`~nnunet_trainers.trainers` (the trainers and the mixins). The trainer names below are imported lazily, so that
+``import nnunet_trainers`` does not import nnU-Net.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nnunet_trainers.discovery import ext_folder
+
+__all__ = [
+    "GDLCELossMixin",
+    "GDLLossMixin",
+    "LossTrainerMixin",
+    "MimeCELossMixin",
+    "MimeLossMixin",
+    "VNetCELossMixin",
+    "VNetLossMixin",
+    "ext_folder",
+    "nnUNetTrainerGDL",
+    "nnUNetTrainerGDLCE",
+    "nnUNetTrainerMime",
+    "nnUNetTrainerMimeCE",
+    "nnUNetTrainerVNet",
+    "nnUNetTrainerVNetCE",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from nnunet_trainers import trainers
+
+        return getattr(trainers, name)
+    raise AttributeError(f"module 'nnunet_trainers' has no attribute {name!r}")
