@@ -136,32 +136,37 @@ def markdown(collected: dict[str, Any]) -> str:
 
 
 def plot(collected: dict[str, Any], path: Path) -> None:
+    """Bars per setting and budget (dots: seeds): mean Dice, the worst class's Dice over the images that contain
+    it (a starved class shows here), and mean HD95."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    panels = {
+        "mean Dice % (val)": lambda r: 100 * r["dice"],
+        "worst class: Dice % where present (val)": lambda r: 100 * min(d for d in r["class_dice_present"] if d is not None),
+        "mean HD95 (val)": lambda r: r["hd95"],
+    }
     budgets = list(collected["runs"])
     settings = list(dict.fromkeys(s for b in budgets for s in collected["runs"][b]))
-    fig, axes = plt.subplots(1, 2, figsize=(14, 0.45 * len(settings) + 2), sharey=True)
-    y = np.arange(len(settings))
+    fig, axes = plt.subplots(1, len(panels), figsize=(18, 0.45 * len(settings) + 2), sharey=True)
     height = 0.8 / max(1, len(budgets))
     for i, steps in enumerate(budgets):
         for j, setting in enumerate(settings):
             runs = collected["runs"][steps].get(setting, [])
-            for ax, key in zip(axes, ("dice", "hd95")):
-                values = [r[key] * (100 if key == "dice" else 1) for r in runs if r[key] is not None]
-                if not values:
-                    continue
-                ax.barh(j + i * height, np.mean(values), height, color=f"C{i}", label=f"{steps} steps" if j == 0 else None)
-                ax.plot(values, [j + i * height] * len(values), "k.", markersize=4)
-    axes[0].set_yticks(y + height * (len(budgets) - 1) / 2, settings)
+            for ax, value in zip(axes, panels.values()):
+                values = [value(r) for r in runs if r["dice"] is not None]
+                if values:
+                    ax.barh(j + i * height, np.mean(values), height, color=f"C{i}", label=f"{steps} steps" if j == 0 else None)
+                    ax.plot(values, [j + i * height] * len(values), "k.", markersize=4)
+    axes[0].set_yticks(np.arange(len(settings)) + height * (len(budgets) - 1) / 2, settings)
     axes[0].invert_yaxis()
-    axes[0].set_xlabel("mean Dice % (val; dots: seeds)")
-    axes[1].set_xlabel("mean HD95 (val; dots: seeds)")
+    for ax, title in zip(axes, panels):
+        ax.set_xlabel(title + "; dots: seeds")
     axes[0].legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

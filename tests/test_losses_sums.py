@@ -78,3 +78,20 @@ def test_ground_truth_count_is_the_label_bincount_and_takes_no_gradient() -> Non
     expected = torch.stack([torch.bincount(row, minlength=3) for row in labels]).to(sums.ground_truth)
     torch.testing.assert_close(sums.ground_truth, expected)
     assert not sums.ground_truth.requires_grad
+
+
+def test_backward_twice_with_retain_graph_gives_the_same_gradient() -> None:
+    x, labels, valid = _case("softmax")
+    sums = label_map_sums(x, labels, valid)
+    loss = (sums.intersection * 2 - sums.prediction).sum()
+    (first,) = torch.autograd.grad(loss, x, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, x)
+    torch.testing.assert_close(first, second)
+
+
+def test_fused_backward_leaves_the_logits_untouched() -> None:
+    x, labels, _ = _case("none", dtype=torch.float32)
+    before = x.detach().clone()
+    (grad,) = torch.autograd.grad(label_map_sums(x, labels, activation="none").prediction.sum(), x)
+    torch.testing.assert_close(x.detach(), before)
+    torch.testing.assert_close(grad, torch.ones_like(grad))

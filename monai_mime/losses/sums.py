@@ -9,10 +9,10 @@ For probabilities ``s[b, k, i]``, a one-hot ground truth ``y[b, k, i]`` and a va
 
 With a label map ``t[b, i]`` (what MONAI and nnU-Net hand over) ``y`` is never built: ``I`` is a scatter-add of
 ``s[b, t_i, i]`` into bucket ``t_i`` and ``G`` a bincount of ``t``. :class:`LabelMapSums` does this in a fused
-``torch.autograd.Function`` that applies the activation itself, saves one float32 copy of the probabilities and
-returns the gradient with respect to the logits directly (the softmax Jacobian applied to
-``∂L/∂s = ∂L/∂P · ∂P/∂s + ∂L/∂I · y``), so a loss that is any function of ``(I, P, G)`` costs one read of the
-logits forward and one write of the gradient backward, plus one K-channel temporary.
+``torch.autograd.Function`` that applies the activation itself and saves nothing but its inputs. The backward pass
+recomputes the probabilities and writes into them, channel by channel, the gradient with respect to the logits (the
+activation's Jacobian applied to ``∂L/∂s = ∂L/∂P · ∂P/∂s + ∂L/∂I · y``). A loss that is any function of
+``(I, P, G)`` therefore holds one K-channel float32 tensor at a time, which becomes the gradient.
 
 All sums accumulate in float32 (float64 for float64 inputs), also for float16 / bfloat16 inputs under autocast.
 """
@@ -81,7 +81,7 @@ class LabelMapSums(torch.autograd.Function):
                 ground_truth = zeros.scatter_add(1, labels, valid)
             mass = s * s if squared else s
             prediction = mass.sum(-1) if valid is None else torch.bmm(mass, valid.unsqueeze(-1)).squeeze(-1)
-        ctx.save_for_backward(s, labels, s_t, valid)
+        ctx.save_for_backward(x, labels, valid)
         ctx.activation = activation
         ctx.squared = squared
         ctx.input_dtype = x.dtype
@@ -93,33 +93,39 @@ class LabelMapSums(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx, grad_i: torch.Tensor, grad_p: torch.Tensor, _grad_g: torch.Tensor
     ) -> tuple[torch.Tensor, None, None, None, None]:
-        s, labels, s_t, valid = ctx.saved_tensors
-        with torch.autocast(device_type=s.device.type, enabled=False):
+        x, labels, valid = ctx.saved_tensors
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            # The probabilities are recomputed rather than saved: between the passes only the logits (alive anyway)
+            # are held, and the gradient is written into the recomputed tensor one channel at a time, so the whole
+            # pass holds one K-channel tensor plus a few single-channel ones.
+            s = _activate(x, ctx.activation)
+            if s.data_ptr() == x.data_ptr():
+                s = s.clone()
             grad_i, grad_p = grad_i.to(s.dtype), grad_p.to(s.dtype)
-            grad_i_t = grad_i.gather(1, labels)  # gI[b, t_i]
-            scale = grad_p.unsqueeze(-1)
-            # the y-part of ω sits on channel t_i only; y_term is its image under the activation's Jacobian there
+            # the y-part of ω sits on channel t_i only: y_term is its image under the activation's Jacobian there
+            y_term = grad_i.gather(1, labels)  # gI[b, t_i]
+            if ctx.activation != "none":
+                s_t = s.gather(1, labels.unsqueeze(1)).squeeze(1)
+                y_term.mul_(s_t if ctx.activation == "softmax" else s_t * (1 - s_t))
+                del s_t
             if ctx.activation == "softmax":
-                # ω_k = c_k + gI_t [k = t] with c_k = gP_k (·2 s_k if squared);  Σ_k s_k ω_k = Σ_k s_k c_k + s_t gI_t
-                y_term = s_t * grad_i_t
+                # Σ_k s_k ω_k = Σ_k s_k c_k + s_t gI_t, with c_k = gP_k (· 2 s_k if squared)
                 if ctx.squared:
-                    grad = s * scale * 2 * s  # s_k c_k
-                    mean = grad.sum(1).add_(y_term)
-                    grad.sub_(s * mean.unsqueeze(1))
+                    mean = y_term.clone()
+                    for k in range(s.shape[1]):
+                        mean.addcmul_(s[:, k] * s[:, k], grad_p[:, k : k + 1], value=2)
                 else:
                     mean = torch.bmm(grad_p.unsqueeze(1), s).squeeze(1).add_(y_term)
-                    grad = scale - mean.unsqueeze(1)
-                    grad.mul_(s)
-            elif ctx.activation == "sigmoid":
-                y_term = s_t * (1 - s_t) * grad_i_t
-                grad = 1 - s
-                grad.mul_(s)  # s (1 - s)
-                if ctx.squared:
-                    grad.mul_(s).mul_(2)
-                grad.mul_(scale)
-            else:
-                y_term = grad_i_t
-                grad = s * scale * 2 if ctx.squared else scale.expand_as(s).clone()
+            for k in range(s.shape[1]):
+                s_k = s[:, k]
+                c_k = grad_p[:, k : k + 1] * 2 * s_k if ctx.squared else grad_p[:, k : k + 1]
+                if ctx.activation == "softmax":
+                    s_k.mul_(c_k - mean)
+                elif ctx.activation == "sigmoid":
+                    s_k.mul_((1 - s_k) * c_k)
+                else:
+                    s_k.copy_(c_k.expand_as(s_k))
+            grad = s
             grad.scatter_add_(1, labels.unsqueeze(1), y_term.unsqueeze(1))
             if valid is not None:
                 grad.mul_(valid.unsqueeze(1))
