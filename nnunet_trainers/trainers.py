@@ -77,6 +77,8 @@ ENV_WEIGHT_MODE = "MONAI_MIME_WEIGHT_MODE"
 ENV_WEIGHT_KWARGS = "MONAI_MIME_WEIGHT_KWARGS"
 #: Version of the checkpoint entry's layout.
 _STATE_VERSION = 1
+#: the losses that take dataset-level a/b (Mime with fixed weights, and with weights that follow Eq. 2)
+MIME_LOSSES = ("mime", "mime_adaptive")
 
 
 class LossTrainerMixin:
@@ -123,7 +125,7 @@ class LossTrainerMixin:
     @property
     def mime_needs_class_weights(self) -> bool:
         """Whether the loss takes dataset-level a/b (Mime)."""
-        return self.mime_loss_name == "mime"
+        return self.mime_loss_name in MIME_LOSSES
 
     def _build_loss(self) -> torch.nn.Module:
         """nnU-Net's ``_build_loss`` with the overlap loss replaced (see the module docstring)."""
@@ -137,7 +139,7 @@ class LossTrainerMixin:
             to_onehot_y=not regions,
             softmax=not regions,
             sigmoid=regions,
-            batch=bool(self.configuration_manager.batch_dice) and self.mime_loss_name != "mime",
+            batch=bool(self.configuration_manager.batch_dice) and self.mime_loss_name not in MIME_LOSSES,
             reduction="mean",
             validate=False,
         )
@@ -418,9 +420,15 @@ def _read_checkpoint_entry(filename: str) -> dict[str, Any] | None:
 
 
 class MimeLossMixin(LossTrainerMixin):
-    """Mime (Eq. 3) with a/b from the fold's training cases."""
+    """Mime (Eq. 3) with a/b from the fold's training cases.
 
-    mime_loss_name = "mime"
+    By default the loss is :class:`monai_mime.AdaptiveMimeLoss` (``"mime_adaptive"``): it starts from the a/b of the
+    weight mode and then follows Eq. 2 at running averages of the training batches' sums — the setting the ablation
+    on ACDC and on the rare-class data chose (README, "Which a/b?"). Fixed weights, the paper's Mime as written, are
+    one switch away: ``mime_loss_name = "mime"`` in a subclass, or ``MONAI_MIME_LOSS=mime`` in the environment.
+    """
+
+    mime_loss_name = os.environ.get("MONAI_MIME_LOSS", "mime_adaptive")
 
 
 class MimeCELossMixin(MimeLossMixin):

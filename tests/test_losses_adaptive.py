@@ -75,3 +75,20 @@ def test_registry_and_bad_momentum() -> None:
     assert isinstance(get_loss("mime_adaptive", a=[1.0], b=[1.0]), AdaptiveMimeLoss)
     with pytest.raises(ValueError, match="momentum"):
         AdaptiveMimeLoss([1.0], [1.0], momentum=1.5)
+
+
+def test_a_loss_computed_without_gradients_does_not_move_the_weights() -> None:
+    loss = AdaptiveMimeLoss([2.0, 2.0], [1.0, 1.0], momentum=0.5, to_onehot_y=True)
+    with torch.no_grad():
+        loss(torch.rand(2, 2, 4, 4), torch.randint(0, 2, (2, 1, 4, 4)))
+    torch.testing.assert_close(loss.a, torch.tensor([2.0, 2.0]))
+
+
+def test_several_calls_before_one_backward_like_deep_supervision() -> None:
+    loss = AdaptiveMimeLoss([2.0, 2.0], [1.0, 1.0], momentum=0.5, softmax=True, to_onehot_y=True)
+    logits = torch.randn(2, 2, 8, 8, requires_grad=True)
+    labels = torch.randint(0, 2, (2, 1, 8, 8))
+    total = loss(logits, labels) + 0.5 * loss(logits[..., ::2, ::2], labels[..., ::2, ::2])
+    total.backward()
+    assert torch.isfinite(logits.grad).all()
+    assert "a" in dict(loss.named_buffers()) and not torch.equal(loss.a, torch.tensor([2.0, 2.0]))

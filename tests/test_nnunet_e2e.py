@@ -130,7 +130,7 @@ def test_nnunet_commands_plan_train_continue_validate_predict_evaluate(tmp_path:
     output = res_root / DATASET / f"{TRAINER}__nnUNetPlans__2d" / "fold_0"
     checkpoint = torch.load(output / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     entry = checkpoint["monai_mime"]
-    assert entry["loss"] == "mime" and entry["num_training_cases"] == NUM_CASES - 2 and entry["fold"] == 0
+    assert entry["loss"] == "mime_adaptive" and entry["num_training_cases"] == NUM_CASES - 2 and entry["fold"] == 0
     assert len(entry["a"]) == len(entry["b"]) == 4 and all(x > 0 and np.isfinite(x) for x in entry["a"] + entry["b"])
     assert np.isfinite(checkpoint["logging"]["train_losses"]).all()
     assert (output / "validation" / "summary.json").is_file()

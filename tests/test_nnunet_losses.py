@@ -333,6 +333,7 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str, split:
                 "param_grads": [p.grad.clone() for p in model.parameters()],
             }
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 

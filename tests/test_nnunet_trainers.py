@@ -27,7 +27,8 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper  # no
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # noqa: E402
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name  # noqa: E402
 
-from monai_mime import GeneralizedSoftDiceLoss, MimeLoss, VNetDiceLoss  # noqa: E402
+from monai_mime import AdaptiveMimeLoss, GeneralizedSoftDiceLoss, MimeLoss, VNetDiceLoss  # noqa: E402
+from monai_mime.stats import DEFAULT_MODE  # noqa: E402
 from monai_mime.stats import ClassStatistics  # noqa: E402
 from nnunet_trainers import trainers as tr  # noqa: E402
 from nnunet_trainers.discovery import ext_folder, ext_trainer_path  # noqa: E402
@@ -256,8 +257,8 @@ def test_discovery_imports_no_nnunet_and_cli_prints_the_folder() -> None:
 
 # -- the loss each trainer builds ------------------------------------------------------------------------------------
 LOSS_OF = {
-    "nnUNetTrainerMime": (MimeLoss, False),
-    "nnUNetTrainerMimeCE": (MimeLoss, True),
+    "nnUNetTrainerMime": (AdaptiveMimeLoss, False),
+    "nnUNetTrainerMimeCE": (AdaptiveMimeLoss, True),
     "nnUNetTrainerVNet": (VNetDiceLoss, False),
     "nnUNetTrainerVNetCE": (VNetDiceLoss, True),
     "nnUNetTrainerGDL": (GeneralizedSoftDiceLoss, False),
@@ -278,7 +279,7 @@ def test_each_trainer_builds_its_loss_like_nnunet(name: str, nnunet_env) -> None
     assert (adapter.ce is not None) == with_ce and adapter.weight_dice == 1.0
     assert adapter.loss.include_background is False and adapter.loss.to_onehot_y and adapter.loss.softmax
     # batch dice from the plans for the Dice variants; Mime averages over images (see LossTrainerMixin)
-    assert adapter.loss.batch is (loss_cls is not MimeLoss)
+    assert adapter.loss.batch is (not issubclass(loss_cls, MimeLoss))
     assert trainer.loss.weight_factors == reference.loss.weight_factors  # nnU-Net's deep-supervision weights
     # a step on real network outputs and nnU-Net-shaped deep-supervision targets
     outputs = trainer.network(torch.randn(2, 1, 32, 32))
@@ -313,12 +314,12 @@ def test_mime_ab_come_from_the_fold_training_cases_and_are_cached(nnunet_env) ->
     trainer = _trainer(tr.nnUNetTrainerMime)
     trainer.initialize()  # writes splits_final.json (nnU-Net's seeded 5-fold split) and the statistics cache
     cases = _fold_training_cases(0)
-    a, b = _expected_stats(cases).weights(mode="mean", patch_size=[32, 32])
+    a, b = _expected_stats(cases).weights(mode=DEFAULT_MODE, patch_size=[32, 32])
     adapter = _inner_adapter(trainer.loss)
     np.testing.assert_allclose(adapter.loss.a.numpy(), a[1:], rtol=1e-6)
     np.testing.assert_allclose(adapter.loss.b.numpy(), b[1:], rtol=1e-6)
     state = trainer.mime_checkpoint_state()
-    assert state["num_training_cases"] == len(cases) and state["weight_mode"] == "mean"
+    assert state["num_training_cases"] == len(cases) and state["weight_mode"] == DEFAULT_MODE
     assert state["class_names"] == ["background", "left", "right", "rare"]
     cache = Path(trainer.mime_cache_file())
     assert cache.parent == folder and cache.is_file()
@@ -339,7 +340,7 @@ def test_custom_split_and_absent_class_message(nnunet_env) -> None:
     nnunet_env(splits=splits)
     trainer = _trainer(tr.nnUNetTrainerMime, fold=0)
     trainer.initialize()
-    a, _ = _expected_stats(all_cases[:6]).weights(mode="mean", patch_size=[32, 32])
+    a, _ = _expected_stats(all_cases[:6]).weights(mode=DEFAULT_MODE, patch_size=[32, 32])
     np.testing.assert_allclose(_inner_adapter(trainer.loss).loss.a.numpy(), a[1:], rtol=1e-6)
 
     failing = _trainer(tr.nnUNetTrainerMime, fold=1)
@@ -356,7 +357,7 @@ def test_ignore_label(nnunet_env) -> None:
     trainer.initialize()
     adapter = _inner_adapter(trainer.loss)
     assert adapter.ignore_label == 4 and adapter.ce.ignore_index == 4
-    a, b = _expected_stats(_fold_training_cases(0), ignore=True).weights(mode="mean", patch_size=[32, 32])
+    a, b = _expected_stats(_fold_training_cases(0), ignore=True).weights(mode=DEFAULT_MODE, patch_size=[32, 32])
     np.testing.assert_allclose(adapter.loss.a.numpy(), a[1:], rtol=1e-6)
     np.testing.assert_allclose(adapter.loss.b.numpy(), b[1:], rtol=1e-6)
     logits = torch.randn(2, 4, 32, 32, requires_grad=True)
@@ -374,7 +375,7 @@ def test_regions(nnunet_env) -> None:
     adapter = _inner_adapter(trainer.loss)
     assert adapter.region_based and adapter.loss.sigmoid and adapter.loss.include_background
     regions = [(1, 2, 3), (2, 3), (3,)]
-    a, b = _expected_stats(_fold_training_cases(0)).regions(regions).weights(mode="mean", patch_size=[32, 32])
+    a, b = _expected_stats(_fold_training_cases(0)).regions(regions).weights(mode=DEFAULT_MODE, patch_size=[32, 32])
     np.testing.assert_allclose(adapter.loss.a.numpy(), a, rtol=1e-6)
     np.testing.assert_allclose(adapter.loss.b.numpy(), b, rtol=1e-6)
     assert trainer.mime_checkpoint_state()["class_names"] == ["any", "right_or_rare", "rare"]
@@ -419,11 +420,11 @@ def test_user_mixin_trainer_from_the_example_is_found_and_builds_its_loss(nnunet
     nnunet_env()
     monkeypatch.setenv("nnUNet_extTrainer", ext_trainer_path(EXAMPLE_FOLDER))
     for name, loss_cls, with_ce, mode, epochs in (
-        ("nnUNetTrainerMime_250epochs", MimeLoss, False, "mean", 250),
-        ("nnUNetTrainerMimeCE_250epochs", MimeLoss, True, "mean", 250),
+        ("nnUNetTrainerMime_250epochs", AdaptiveMimeLoss, False, DEFAULT_MODE, 250),
+        ("nnUNetTrainerMimeCE_250epochs", AdaptiveMimeLoss, True, DEFAULT_MODE, 250),
         ("nnUNetTrainerGDLCE_250epochs", GeneralizedSoftDiceLoss, True, None, 250),
-        ("nnUNetTrainerMimeDiceWeights_250epochs", MimeLoss, False, "dice", 250),
-        ("nnUNetTrainerMimeCE_CPUDemo", MimeLoss, True, "mean", 5),
+        ("nnUNetTrainerMimeDiceWeights_250epochs", AdaptiveMimeLoss, False, "dice", 250),
+        ("nnUNetTrainerMimeCE_CPUDemo", AdaptiveMimeLoss, True, DEFAULT_MODE, 5),
     ):
         cls = recursive_find_trainer_class_by_name(name)
         trainer = _trainer(cls)
@@ -449,7 +450,7 @@ def test_checkpoint_stores_ab_and_load_reuses_them(nnunet_env, monkeypatch: pyte
     reference = torch.load(theirs, weights_only=False)
     assert set(saved) - set(reference) == {tr.CHECKPOINT_KEY} and set(reference) <= set(saved)
     entry = saved[tr.CHECKPOINT_KEY]
-    assert entry["loss"] == "mime" and entry["with_ce"] and entry["weight_mode"] == "mean"
+    assert entry["loss"] == "mime_adaptive" and entry["with_ce"] and entry["weight_mode"] == DEFAULT_MODE
     assert entry["a"] == trainer.mime_checkpoint_state()["a"]
 
     # --c / --val: a fresh trainer must not count anything, and keeps the stored a/b even if another mode is asked
@@ -461,7 +462,7 @@ def test_checkpoint_stores_ab_and_load_reuses_them(nnunet_env, monkeypatch: pyte
     resumed = _trainer(tr.nnUNetTrainerMimeCE)
     resumed.load_checkpoint(str(ours))
     np.testing.assert_allclose(_inner_adapter(resumed.loss).loss.a.numpy(), np.array(entry["a"][1:]), rtol=1e-6)
-    assert resumed.mime_checkpoint_state()["weight_mode"] == "mean"
+    assert resumed.mime_checkpoint_state()["weight_mode"] == DEFAULT_MODE
     assert "keeping them although 'dice' is requested" in Path(resumed.log_file).read_text()
 
     # an already initialised trainer (e.g. --val_best after training) rebuilds its loss with the loaded a/b
@@ -523,6 +524,7 @@ def _broadcast_worker(rank: int, init_file: str, out_dir: str) -> None:
         except RuntimeError as error:
             result["error"] = str(error)
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 

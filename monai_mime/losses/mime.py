@@ -132,8 +132,10 @@ class AdaptiveMimeLoss(MimeLoss):
             ``a`` up.
         **kwargs: as :class:`MimeLoss`.
 
-    The averages are updated only in training mode and live in the ``state_dict`` (buffers ``running_intersection``,
-    ``running_union``), so a checkpoint resumes with the weights it had.
+    Under deep supervision (nnU-Net) every output scale calls the loss, and all scales share one set of averages.
+    The averages move only on training steps — in training mode and with gradients enabled, so a validation loss
+    computed under ``torch.no_grad()`` (nnU-Net's) leaves them alone — and live in the ``state_dict`` (buffers
+    ``running_intersection``, ``running_union``), so a checkpoint of the loss resumes with the weights it had.
     """
 
     running_intersection: torch.Tensor
@@ -165,11 +167,13 @@ class AdaptiveMimeLoss(MimeLoss):
         self.running_union.mul_(m).add_(prediction + ground_truth, alpha=1 - m)
         union = self.running_union.clamp_min(self.min_union)
         intersection = torch.minimum(self.running_intersection, union / 2)  # I ≤ min(G, P) ≤ U/2
-        self.a.copy_(2 * (union - intersection) / union**2)
-        self.b.copy_((2 * intersection / union**2).clamp_min(torch.finfo(torch.float32).tiny))
+        # new tensors, not in-place updates: a graph built earlier in this step (deep supervision calls the loss
+        # once per output scale) still holds the old a/b for its backward pass
+        self.a = 2 * (union - intersection) / union**2
+        self.b = (2 * intersection / union**2).clamp_min(torch.finfo(torch.float32).tiny)
 
     def loss_from_sums(self, sums: ClassSums) -> torch.Tensor:
-        if self.training and self.momentum < 1.0:
+        if self.training and torch.is_grad_enabled() and self.momentum < 1.0:
             self.observe(sums)
         return super().loss_from_sums(sums)
 
