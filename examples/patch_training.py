@@ -91,7 +91,7 @@ __all__ = [
     "write_results",
 ]
 
-DEFAULT_LOSSES: tuple[str, ...] = ("mime", "dice", "vnet", "gdl", "ce")
+DEFAULT_LOSSES: tuple[str, ...] = ("mime_adaptive", "mime", "dice", "vnet", "gdl", "ce")
 
 
 class ExperimentError(Exception):

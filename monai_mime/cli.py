@@ -34,9 +34,9 @@ class CLIError(Exception):
 MODES_HELP = """weight modes (G, B: mean class / background voxels per image, or per patch with --patch-size;
 N: number of images; every mode prints its threshold b/(a+b)):
   paper    a = 1/(N^2 G)     b = 1/(N^2 B)      Eq. 3 read literally
-  mean     a = 1/G           b = 1/B            inverse mean count per image (default)
+  mean     a = 1/G           b = 1/B            inverse mean count per image
   dice     a = (2-r)/(2G)    b = r/(2G)         Eq. 2 at overlap r (--overlap, default 0.5)
-  balance  a = 1/G           b = a (G/B)^gamma  (--gamma in [0, 1], default 1 = mean, 0: a = b)
+  balance  a = 1/G           b = a (G/B)^gamma  (default; --gamma in [0, 1], default 0.5; 1 = mean, 0: a = b)
 """
 
 
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--patch-size", type=int, nargs="+", metavar="N", help="training patch size: rescale the "
                     "counts to a patch, e.g. --patch-size 128 128")
     st.add_argument("--overlap", type=float, metavar="R", help="'dice' mode: overlap r in (0, 1] (default 0.5)")
-    st.add_argument("--gamma", type=float, metavar="G", help="'balance' mode: exponent in [0, 1] (default 1)")
+    st.add_argument("--gamma", type=float, metavar="G", help="'balance' mode: exponent in [0, 1] (default 0.5)")
     st.add_argument("--absent", default="error", choices=ABSENT_RULES, help="a class that never occurs: error "
                     "(default) or one_voxel (weights of a class with a single voxel)")
     st.add_argument("--workers", type=int, metavar="N", help="worker processes (default: 1 below 256 files, else "

@@ -51,10 +51,10 @@ def test_stats_prints_table_and_writes_json(folder, tmp_path, capsys):
     doc = json.loads(out.read_text())
     s = ClassStatistics.load(out)
     np.testing.assert_array_equal(s.total_counts, [181, 6, 4, 1])
-    a, b = s.weights("mean")
+    a, b = s.weights("balance", gamma=0.5)
     np.testing.assert_allclose(doc["weights"]["a"], a)
     np.testing.assert_allclose(doc["weights"]["threshold"], b / (a + b))
-    assert doc["weights"]["mode"] == "mean"
+    assert doc["weights"]["mode"] == "balance"
 
 
 def test_stats_modes_and_saved_file_as_input(folder, tmp_path, capsys):
@@ -76,7 +76,8 @@ def test_stats_modes_and_saved_file_as_input(folder, tmp_path, capsys):
     (["stats", "{folder}", "--fold", "0"], "--fold: only for an nnU-Net preprocessed dataset"),
     (["stats", "{folder}", "--num-classes", "2"], "img1.nii.gz: label values 2 outside [0, 2)"),
     (["stats", "{folder}", "--num-classes", "5"], "class 4 (4) never occurs in the 3 images"),
-    (["stats", "{folder}", "--overlap", "0.5"], "weight mode 'mean' takes no parameters, not ['overlap']"),
+    (["stats", "{folder}", "--overlap", "0.5"], "weight mode 'balance' takes ['gamma'], not ['overlap']"),
+    (["stats", "{folder}", "--mode", "mean", "--gamma", "0.5"], "weight mode 'mean' takes no parameters, not ['gamma']"),
     (["stats", "{folder}", "--mode", "dice", "--overlap", "2"], "overlap must lie in (0, 1]"),
     (["stats", "{tmp}/bad.json"], "bad.json: not valid JSON"),
 ])

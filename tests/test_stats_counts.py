@@ -141,7 +141,8 @@ PINNED = {
     ("dice", ()): ([0.075, 0.3, 0.3], [0.025, 0.1, 0.1]),
     ("dice", (("overlap", 1.0),)): ([0.05, 0.2, 0.2], [0.05, 0.2, 0.2]),
     ("dice", (("overlap", 0.2),)): ([0.09, 0.36, 0.36], [0.01, 0.04, 0.04]),
-    ("balance", ()): ([0.1, 0.4, 0.4], [0.2, 0.08, 0.08]),
+    ("balance", ()): ([0.1, 0.4, 0.4], [0.1 * 2**0.5, 0.4 * 0.2**0.5, 0.4 * 0.2**0.5]),
+    ("balance", (("gamma", 1.0),)): ([0.1, 0.4, 0.4], [0.2, 0.08, 0.08]),
     ("balance", (("gamma", 0.0),)): ([0.1, 0.4, 0.4], [0.1, 0.4, 0.4]),
     ("balance", (("gamma", 0.5),)): ([0.1, 0.4, 0.4], [0.1 * 2**0.5, 0.4 * 0.2**0.5, 0.4 * 0.2**0.5]),
 }
@@ -160,10 +161,11 @@ def test_every_mode_is_pinned():
     assert {m for m, _ in PINNED} == set(WEIGHT_MODES)
 
 
-def test_default_mode_is_mean_and_thresholds_are_mean_fractions():
+def test_default_mode_is_balance_and_mean_thresholds_are_class_fractions():
     s = two_images()
-    np.testing.assert_array_equal(s.weights()[0], s.weights("mean")[0])
-    np.testing.assert_allclose(s.thresholds(), [10 / 15, 2.5 / 15, 2.5 / 15])
+    for default, balance in zip(s.weights(), s.weights("balance", gamma=0.5)):
+        np.testing.assert_array_equal(default, balance)
+    np.testing.assert_allclose(s.thresholds("mean"), [10 / 15, 2.5 / 15, 2.5 / 15])
     np.testing.assert_allclose(s.thresholds("dice", overlap=0.3), [0.15] * 3)
 
 
