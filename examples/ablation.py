@@ -4,7 +4,7 @@ Every setting trains the same network from the same seed with the same budget (`
 each (budget, seed, setting) is one run with its own folder, skipped when its ``results.json`` exists, so an
 interrupted ablation resumes where it stopped. Training uses the dataset's "train" list, scores use "val"::
 
-    python examples/ablation.py --data ../shared/data/Dataset027_ACDC --steps 1500,4000 --seeds 0,1 \\
+    python examples/ablation.py --data ../shared/data/Dataset027_ACDC --steps 1500,3000 --seeds 0,1 \\
         --out results/ablation_acdc
     python examples/ablation.py --out results/ablation_synthetic        # the built-in rare-class data
 
@@ -37,6 +37,7 @@ DEFAULT_SETTINGS = (
     "mime:mode=dice:overlap=0.5",
     "mime:mode=balance:gamma=0.5",
     "mime_adaptive:mode=dice:overlap=0.5",
+    "mime_adaptive:mode=balance:gamma=0.5",
 )
 
 
