@@ -28,6 +28,7 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss  # noqa: E40
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans  # noqa: E402
 from nnunetv2.utilities.helpers import softmax_helper_dim1  # noqa: E402
 
+from _nnunet_plans import NETWORK_CLASS, REQUIRES_IMPORT, STRIDES, tiny_unet_arch_kwargs  # noqa: E402
 from monai_mime import get_loss  # noqa: E402
 from nnunet_trainers.losses import (  # noqa: E402
     NnUNetLossAdapter,
@@ -40,7 +41,6 @@ torch.set_num_threads(1)
 NUM_CLASSES = 4  # background + 3; the ignore label is then 4
 IGNORE = NUM_CLASSES
 PATCH = (32, 32)
-STRIDES = [[1, 1], [2, 2], [2, 2], [2, 2]]
 A = [0.5, 2.0, 3.0, 8.0]
 B = [0.7, 0.1, 0.2, 0.05]
 
@@ -49,24 +49,9 @@ def _network(num_outputs: int, seed: int = 0) -> torch.nn.Module:
     """A small 2D PlainConvUNet built the way nnU-Net builds it from a plans file."""
     torch.manual_seed(seed)
     return get_network_from_plans(
-        "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-        {
-            "n_stages": 4,
-            "features_per_stage": [4, 8, 8, 8],
-            "conv_op": "torch.nn.modules.conv.Conv2d",
-            "kernel_sizes": [[3, 3]] * 4,
-            "strides": STRIDES,
-            "n_conv_per_stage": [1, 1, 1, 1],
-            "n_conv_per_stage_decoder": [1, 1, 1],
-            "conv_bias": True,
-            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None,
-            "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True},
-        },
-        ["conv_op", "norm_op", "dropout_op", "nonlin"],
+        NETWORK_CLASS,
+        tiny_unet_arch_kwargs(),
+        REQUIRES_IMPORT,
         1,
         num_outputs,
         allow_init=True,

@@ -26,6 +26,7 @@ from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetNumpy  # n
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper  # noqa: E402
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # noqa: E402
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name  # noqa: E402
+from _nnunet_plans import NETWORK_CLASS, REQUIRES_IMPORT, tiny_unet_arch_kwargs  # noqa: E402
 
 from monai_mime import AdaptiveMimeLoss, GeneralizedSoftDiceLoss, MimeLoss, VNetDiceLoss  # noqa: E402
 from monai_mime.stats import DEFAULT_MODE  # noqa: E402
@@ -81,24 +82,9 @@ def _plans() -> dict[str, Any]:
                 "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
                                                        "force_separate_z": None},
                 "architecture": {
-                    "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-                    "arch_kwargs": {
-                        "n_stages": 4,
-                        "features_per_stage": [4, 8, 8, 8],
-                        "conv_op": "torch.nn.modules.conv.Conv2d",
-                        "kernel_sizes": [[3, 3]] * 4,
-                        "strides": [[1, 1], [2, 2], [2, 2], [2, 2]],
-                        "n_conv_per_stage": [1, 1, 1, 1],
-                        "n_conv_per_stage_decoder": [1, 1, 1],
-                        "conv_bias": True,
-                        "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
-                        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-                        "dropout_op": None,
-                        "dropout_op_kwargs": None,
-                        "nonlin": "torch.nn.LeakyReLU",
-                        "nonlin_kwargs": {"inplace": True},
-                    },
-                    "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+                    "network_class_name": NETWORK_CLASS,
+                    "arch_kwargs": tiny_unet_arch_kwargs(),
+                    "_kw_requires_import": REQUIRES_IMPORT,
                 },
                 "batch_dice": True,
             }
