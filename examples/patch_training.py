@@ -747,7 +747,7 @@ def _progress(it: Any, total: int | None, desc: str, config: ExperimentConfig, e
 @contextlib.contextmanager
 def _track_meta(enabled: bool) -> Iterator[None]:
     """MONAI MetaTensors on or off inside the block. Off in the training loop: plain tensors make the transforms
-    about 6x cheaper; on where spacing and affine are needed (loading whole images for evaluation)."""
+    about 6x cheaper; back on for the per-epoch evaluation callback, which runs MONAI's default pipeline."""
     from monai.data import get_track_meta, set_track_meta
 
     old = get_track_meta()
