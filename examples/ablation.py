@@ -86,9 +86,7 @@ def _collect(out: Path, settings: list[str], budgets: list[int], seeds: list[int
 def _scores(entry: dict[str, Any]) -> dict[str, Any]:
     per_class = entry["per_class"]
     cases = entry["per_case"]
-    present = [
-        [case["dice"][k] for case in cases if case["gt_counts"][k] > 0] for k in range(len(per_class))
-    ]
+    present = [[case["dice"][k] for case in cases if case["gt_counts"][k] > 0] for k in range(len(per_class))]
     return {
         "dice": entry["mean"]["dice"],
         "hd95": entry["mean"]["hd95"],
@@ -113,9 +111,13 @@ def markdown(collected: dict[str, Any]) -> str:
         lines += [
             f"### {steps} steps",
             "",
-            "| setting | seeds | mean DSC % | " + " | ".join(f"{c} DSC %" for c in classes)
-            + " | " + " | ".join(f"{c} DSC % where present" for c in classes) + " | mean HD95 | "
-            + " | ".join(f"{c} pred/true vol." for c in classes) + " |",
+            "| setting | seeds | mean DSC % | "
+            + " | ".join(f"{c} DSC %" for c in classes)
+            + " | "
+            + " | ".join(f"{c} DSC % where present" for c in classes)
+            + " | mean HD95 | "
+            + " | ".join(f"{c} pred/true vol." for c in classes)
+            + " |",
             "|---|---:|---:|" + "---:|" * (2 * len(classes)) + "---:|" + "---:|" * len(classes),
         ]
         for setting, runs in settings.items():
@@ -146,7 +148,9 @@ def plot(collected: dict[str, Any], path: Path) -> None:
 
     panels = {
         "mean Dice % (val)": lambda r: 100 * r["dice"],
-        "worst class: Dice % where present (val)": lambda r: 100 * min(d for d in r["class_dice_present"] if d is not None),
+        "worst class: Dice % where present (val)": lambda r: (
+            100 * min(d for d in r["class_dice_present"] if d is not None)
+        ),
         "mean HD95 (val)": lambda r: r["hd95"],
     }
     budgets = list(collected["runs"])
@@ -159,7 +163,13 @@ def plot(collected: dict[str, Any], path: Path) -> None:
             for ax, value in zip(axes, panels.values()):
                 values = [value(r) for r in runs if r["dice"] is not None]
                 if values:
-                    ax.barh(j + i * height, np.mean(values), height, color=f"C{i}", label=f"{steps} steps" if j == 0 else None)
+                    ax.barh(
+                        j + i * height,
+                        np.mean(values),
+                        height,
+                        color=f"C{i}",
+                        label=f"{steps} steps" if j == 0 else None,
+                    )
                     ax.plot(values, [j + i * height] * len(values), "k.", markersize=4)
     axes[0].set_yticks(np.arange(len(settings)) + height * (len(budgets) - 1) / 2, settings)
     axes[0].invert_yaxis()

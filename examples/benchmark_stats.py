@@ -19,6 +19,7 @@ RSS (``RUSAGE_CHILDREN``; forked workers also count the pages they share with th
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import resource
 import shutil
@@ -103,8 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to time (default 1 2)")
     p.add_argument("--repeat", type=int, default=5, help="interleaved timed repetitions, best kept (default 5)")
     p.add_argument("--dir", type=Path, help="write the volumes to / reuse them from this folder (kept)")
-    p.add_argument("--labels", type=Path, help="benchmark an existing folder of label images instead (read only; "
-                   "--classes must match)")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        help="benchmark an existing folder of label images instead (read only; --classes must match)",
+    )
     args = p.parse_args(argv)
 
     folder = args.labels or args.dir or Path(tempfile.mkdtemp(prefix="monai_mime_bench_"))
@@ -122,27 +126,37 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"wrote {args.n} volumes in {time.perf_counter() - t0:.1f} s")
         mb = sum(f.stat().st_size for f in files) / 2**20
         shape = "various shapes" if args.labels else f"{args.size}^3 uint8"
-        print(f"{len(files)} label volumes ({shape}) in {folder}, {mb:.1f} MiB on disk, {args.classes} classes; "
-              f"best of {args.repeat}; python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+        print(
+            f"{len(files)} label volumes ({shape}) in {folder}, {mb:.1f} MiB on disk, {args.classes} classes; "
+            f"best of {args.repeat}; python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+        )
         read_all(files, 1)  # warm the page cache
         rows = []
         for w in args.workers:
-            read = lambda: read_all(files, w)  # noqa: E731
-            count = lambda: ClassStatistics.from_folder(  # noqa: E731
-                folder, args.classes, num_workers=w, cache=False, progress=False)
+            read = functools.partial(read_all, files, w)
+            count = functools.partial(
+                ClassStatistics.from_folder, folder, args.classes, num_workers=w, cache=False, progress=False
+            )
             runs = [(measure(read), measure(count)) for _ in range(args.repeat)]  # interleaved against drift
-            best = [min(r[i][j] for r in runs) if j < 2 else max(r[i][j] for r in runs) for i in (0, 1)
-                    for j in (0, 1, 2)]
+            best = [
+                min(r[i][j] for r in runs) if j < 2 else max(r[i][j] for r in runs) for i in (0, 1) for j in (0, 1, 2)
+            ]
             rows.append((w, *best))
-        print(f"\n{'workers':>7} {'read wall':>10} {'count wall':>11} {'overhead':>9} {'read CPU':>9} "
-              f"{'count CPU':>10} {'overhead':>9} {'ms/vol count':>13} {'+RSS MiB read':>14} {'count':>6}")
+        print(
+            f"\n{'workers':>7} {'read wall':>10} {'count wall':>11} {'overhead':>9} {'read CPU':>9} "
+            f"{'count CPU':>10} {'overhead':>9} {'ms/vol count':>13} {'+RSS MiB read':>14} {'count':>6}"
+        )
         for w, tr, cr, mr, tc, cc, mc in rows:
-            print(f"{w:>7} {tr:>9.2f}s {tc:>10.2f}s {100 * (tc / tr - 1):>8.1f}% {cr:>8.2f}s {cc:>9.2f}s "
-                  f"{100 * (cc / cr - 1):>8.1f}% {1e3 * tc / len(files):>13.2f} {mr:>14.1f} {mc:>6.1f}")
+            print(
+                f"{w:>7} {tr:>9.2f}s {tc:>10.2f}s {100 * (tc / tr - 1):>8.1f}% {cr:>8.2f}s {cc:>9.2f}s "
+                f"{100 * (cc / cr - 1):>8.1f}% {1e3 * tc / len(files):>13.2f} {mr:>14.1f} {mc:>6.1f}"
+            )
         self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        print(f"\npeak RSS: this process {self_mb:.0f} MiB over the whole run (imports included), "
-              f"largest worker {child_mb:.0f} MiB (incl. pages shared with the parent after fork)")
+        print(
+            f"\npeak RSS: this process {self_mb:.0f} MiB over the whole run (imports included), "
+            f"largest worker {child_mb:.0f} MiB (incl. pages shared with the parent after fork)"
+        )
         stats = ClassStatistics.from_folder(folder, args.classes, cache=False, progress=False)
         print(f"check: {stats.num_images} images, class fractions {np.round(stats.fractions, 4).tolist()}")
     finally:

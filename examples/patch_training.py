@@ -430,7 +430,10 @@ def _synthetic_data(config: ExperimentConfig) -> PreparedData:
     try:
         tr_x, tr_y = make_dataset(config.synthetic_train, seed=config.data_seed, **kw)  # type: ignore[arg-type]
         va_x, va_y = make_dataset(
-            config.synthetic_val, seed=config.data_seed, start=config.synthetic_train, **kw  # type: ignore[arg-type]
+            config.synthetic_val,
+            seed=config.data_seed,
+            start=config.synthetic_train,
+            **kw,  # type: ignore[arg-type]
         )
     except ValueError as e:
         raise ExperimentError(f"synthetic data: {e}") from None
@@ -596,8 +599,9 @@ def _nnunet_data(config: ExperimentConfig) -> PreparedData:
     axis = _slice_axis(train_cases[0].label.shape, train_cases[0].spacing)
     for c in cases:
         if c.label.ndim != train_cases[0].label.ndim:
-            raise ExperimentError(f"case {c.case_id!r} has {c.label.ndim} axes, the first training case has "
-                                  f"{train_cases[0].label.ndim}")
+            raise ExperimentError(
+                f"case {c.case_id!r} has {c.label.ndim} axes, the first training case has {train_cases[0].label.ndim}"
+            )
     train_items: list[dict[str, np.ndarray]] = []
     for c in train_cases:
         if axis is None:
@@ -606,9 +610,7 @@ def _nnunet_data(config: ExperimentConfig) -> PreparedData:
         img = np.moveaxis(c.image, axis + 1, 1)
         lab = np.moveaxis(c.label, axis, 0)
         for s in range(lab.shape[0]):
-            train_items.append(
-                {"image": np.ascontiguousarray(img[:, s]), "label": np.ascontiguousarray(lab[s][None])}
-            )
+            train_items.append({"image": np.ascontiguousarray(img[:, s]), "label": np.ascontiguousarray(lab[s][None])})
     return PreparedData(
         name=str(meta.get("name") or folder.name),
         class_names=names,
@@ -880,7 +882,10 @@ def _train_epochs(
         net.train()
         losses: list[torch.Tensor] = []
         bar = _progress(
-            loader, total=len(loader), desc=f"{spec.text} {epoch + 1}/{config.epochs}", config=config,
+            loader,
+            total=len(loader),
+            desc=f"{spec.text} {epoch + 1}/{config.epochs}",
+            config=config,
             enabled=rt.is_main,
         )
         for batch in bar:
@@ -911,8 +916,11 @@ def _train_epochs(
         for s in range(0, len(arr), window):
             curve.append([base + min(s + window, len(arr)), float(arr[s : s + window].mean())])
         if not _bars_on(config):
-            _log(f"[{spec.text}] epoch {epoch + 1}/{config.epochs} loss {float(mean):.5g} "
-                 f"({time.perf_counter() - t0:.0f} s)", rt)
+            _log(
+                f"[{spec.text}] epoch {epoch + 1}/{config.epochs} loss {float(mean):.5g} "
+                f"({time.perf_counter() - t0:.0f} s)",
+                rt,
+            )
         if not math.isfinite(float(mean)):
             diverged = True
             _log(f"[{spec.text}] loss is not finite at epoch {epoch + 1}: training stopped", rt)
@@ -939,8 +947,12 @@ def _predict(model: nn.Module, case: Case, data: PreparedData, config: Experimen
         xi = x[i : i + chunk].to(rt.device)
         with torch.autocast(device_type=rt.device.type, dtype=torch.float16, enabled=rt.amp and config.amp):
             logits = sliding_window_inference(
-                xi, roi_size=tuple(config.patch_size), sw_batch_size=config.sw_batch_size, predictor=model,
-                overlap=config.sw_overlap, mode="gaussian",
+                xi,
+                roi_size=tuple(config.patch_size),
+                sw_batch_size=config.sw_batch_size,
+                predictor=model,
+                overlap=config.sw_overlap,
+                mode="gaussian",
             )
         preds.append(torch.as_tensor(logits).argmax(1).to(torch.uint8).cpu())
     pred = torch.cat(preds).numpy()
@@ -1092,8 +1104,13 @@ def run_experiment(
             if out is not None and config.checkpoints and rt.is_main:
                 ckpt = out / "checkpoints" / f"{_safe_name(spec.text)}.pt"
                 torch.save(
-                    {"model": model.state_dict(), "loss": spec.text, "config": config.to_dict(),
-                     "class_names": data.class_names, "in_channels": data.in_channels},
+                    {
+                        "model": model.state_dict(),
+                        "loss": spec.text,
+                        "config": config.to_dict(),
+                        "class_names": data.class_names,
+                        "in_channels": data.in_channels,
+                    },
                     ckpt,
                 )
                 entry["checkpoint"] = str(ckpt)
@@ -1172,8 +1189,12 @@ def results_markdown(results: dict[str, Any]) -> str:
         ("dice", "DSC (%)", 100.0, False, 1),
         ("hd95", f"HD95 ({unit})", 1.0, True, 2),
     ):
-        lines += [f"## {title}", "", "| Loss | " + " | ".join(classes) + " | mean |",
-                  "|---|" + "---:|" * (len(classes) + 1)]
+        lines += [
+            f"## {title}",
+            "",
+            "| Loss | " + " | ".join(classes) + " | mean |",
+            "|---|" + "---:|" * (len(classes) + 1),
+        ]
         for name, e in losses.items():
             cells = []
             for c in classes:
@@ -1188,15 +1209,24 @@ def results_markdown(results: dict[str, Any]) -> str:
                 ms = f"**{ms}**"
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {ms} |")
         lines.append("")
-    lines += ["## Predicted ÷ true voxels (held-out set) and training time", "",
-              "| Loss | " + " | ".join(classes) + " | train (s) | steps |", "|---|" + "---:|" * (len(classes) + 2)]
+    lines += [
+        "## Predicted ÷ true voxels (held-out set) and training time",
+        "",
+        "| Loss | " + " | ".join(classes) + " | train (s) | steps |",
+        "|---|" + "---:|" * (len(classes) + 2),
+    ]
     for name, e in losses.items():
         ratios = [f"{e['per_class'][c]['volume_ratio']:.2f}" for c in classes]
         flag = " (diverged)" if e.get("diverged") else ""
         lines.append(f"| {name}{flag} | " + " | ".join(ratios) + f" | {e['train_time_s']:.0f} | {e['steps']} |")
     mime = {n: e for n, e in losses.items() if "a" in e}
     if mime:
-        lines += ["", "## Mime weights (a, b, threshold b/(a+b)), classes " + ", ".join(d["classes"][-len(next(iter(mime.values()))["a"]):]), ""]
+        lines += [
+            "",
+            "## Mime weights (a, b, threshold b/(a+b)), classes "
+            + ", ".join(d["classes"][-len(next(iter(mime.values()))["a"]) :]),
+            "",
+        ]
         for n, e in mime.items():
             a = ", ".join(f"{v:.3g}" for v in e["a"])
             b = ", ".join(f"{v:.3g}" for v in e["b"])
@@ -1254,7 +1284,9 @@ def plot_results(
     xs = np.arange(len(classes))
     colors = plt.get_cmap("tab10")
     thirds = [gs[0, : n_cols // 3], gs[0, n_cols // 3 : 2 * n_cols // 3], gs[0, 2 * n_cols // 3 :]]
-    for slot, (key, ylabel) in zip(thirds[:2], (("dice", "Dice"), ("hd95", f"HD95 ({results['data']['spacing_unit']})")), strict=True):
+    for slot, (key, ylabel) in zip(
+        thirds[:2], (("dice", "Dice"), ("hd95", f"HD95 ({results['data']['spacing_unit']})")), strict=True
+    ):
         ax = fig.add_subplot(slot)
         for j, n in enumerate(names):
             pc = losses[n]["per_class"]
@@ -1262,8 +1294,15 @@ def plot_results(
             s = np.array([pc[c][f"{key}_std"] or 0.0 for c in classes])
             lo = np.minimum(s, m)  # std bars clipped to the metric's range
             hi = np.minimum(s, 1.0 - m) if key == "dice" else s
-            ax.bar(xs + (j - (len(names) - 1) / 2) * width, m, width, yerr=np.stack([lo, hi]), capsize=2,
-                   label=n, color=colors(j % 10))
+            ax.bar(
+                xs + (j - (len(names) - 1) / 2) * width,
+                m,
+                width,
+                yerr=np.stack([lo, hi]),
+                capsize=2,
+                label=n,
+                color=colors(j % 10),
+            )
         ax.set_xticks(xs, classes)
         ax.set_ylabel(ylabel)
         if key == "dice":
@@ -1296,7 +1335,9 @@ def plot_results(
             ax.imshow(lab, cmap=cmap, vmin=0, vmax=k - 1, interpolation="nearest")
         ax.set_title(title if j == 0 else f"{title}", fontsize=8)
         ax.axis("off")
-    fig.suptitle(f"{results['data']['name']}: held-out case {case.case_id}" + ("" if si is None else f", slice {si}"),
-                 fontsize=10)
+    fig.suptitle(
+        f"{results['data']['name']}: held-out case {case.case_id}" + ("" if si is None else f", slice {si}"),
+        fontsize=10,
+    )
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -53,39 +53,75 @@ def _ints(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     d = ExperimentConfig()
-    p.add_argument("--data", help="nnU-Net raw dataset folder (dataset.json, imagesTr, labelsTr, optional "
-                                  "splits.json with 'train'/'val'); default: built-in synthetic data")
+    p.add_argument(
+        "--data",
+        help="nnU-Net raw dataset folder (dataset.json, imagesTr, labelsTr, optional "
+        "splits.json with 'train'/'val'); default: built-in synthetic data",
+    )
     p.add_argument("--losses", default=None, help=f"comma-separated loss specs (default: {','.join(DEFAULT_LOSSES)})")
     p.add_argument("--out", default=None, help=f"output folder (default: {d.out}; --quick: results/quick)")
     p.add_argument("--device", default=None, help="auto (default: CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d.epochs})")
     p.add_argument("--steps-per-epoch", type=int, default=None, help=f"steps per epoch (default {d.steps_per_epoch})")
-    p.add_argument("--batch-size", type=int, default=None, help=f"patches per step and process (default {d.batch_size})")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help=f"patches per step and process (default {d.batch_size})"
+    )
     p.add_argument("--patch-size", type=_ints, default=None, help="2D patch size, e.g. 64 or 96,64 (default 64)")
     p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default {d.lr:g})")
     p.add_argument("--channels", type=_ints, default=None, help="UNet feature maps per level (default 16,32,64,128)")
     p.add_argument("--seed", type=int, default=None, help="seed of the model, patch sampling and crops (default 0)")
-    p.add_argument("--data-seed", type=int, default=None,
-                   help="seed of the built-in data and of the split when --data has no splits.json (default 0)")
-    p.add_argument("--eval-epochs", type=_ints, default=None,
-                   help="also evaluate after these epochs, e.g. 10,20 (several training budgets in one run)")
+    p.add_argument(
+        "--data-seed",
+        type=int,
+        default=None,
+        help="seed of the built-in data and of the split when --data has no splits.json (default 0)",
+    )
+    p.add_argument(
+        "--eval-epochs",
+        type=_ints,
+        default=None,
+        help="also evaluate after these epochs, e.g. 10,20 (several training budgets in one run)",
+    )
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 0)")
     p.add_argument("--max-val-cases", type=int, default=None, help="evaluate on the first N held-out cases only")
-    p.add_argument("--num-train", dest="synthetic_train", type=int, default=None,
-                   help=f"built-in data: training images (default {d.synthetic_train})")
-    p.add_argument("--num-val", dest="synthetic_val", type=int, default=None,
-                   help=f"built-in data: held-out images (default {d.synthetic_val})")
-    p.add_argument("--exclude-both-empty", action="store_true", default=None,
-                   help="metrics: leave a class out of an image's scores when absent from prediction and truth")
+    p.add_argument(
+        "--num-train",
+        dest="synthetic_train",
+        type=int,
+        default=None,
+        help=f"built-in data: training images (default {d.synthetic_train})",
+    )
+    p.add_argument(
+        "--num-val",
+        dest="synthetic_val",
+        type=int,
+        default=None,
+        help=f"built-in data: held-out images (default {d.synthetic_val})",
+    )
+    p.add_argument(
+        "--exclude-both-empty",
+        action="store_true",
+        default=None,
+        help="metrics: leave a class out of an image's scores when absent from prediction and truth",
+    )
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no mixed precision on CUDA")
     p.add_argument("--no-checkpoints", dest="checkpoints", action="store_false", default=None)
     p.add_argument("--no-figure", dest="figure", action="store_false", default=None)
-    p.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="progress bars even when stderr is not a terminal")
+    p.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="progress bars even when stderr is not a terminal",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads per process (default 1, 0: torch's default); for N cores use "
-                        "torchrun --nproc_per_node N")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads per process (default 1, 0: torch's default); for N cores use "
+        "torchrun --nproc_per_node N",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: tiny data and model, all losses, < 1 min on a CPU")
     return p
 

@@ -28,17 +28,17 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:
-    from monai_mime.losses import (
-        AdaptiveMimeLoss,
-        CrossEntropyLoss,
-        GeneralizedSoftDiceLoss,
-        MimeLoss,
-        SoftDiceLoss,
-        VNetDiceLoss,
-    )
-    from monai_mime.registry import get_loss, list_losses, register_loss
-    from monai_mime.stats import ClassStatistics
+if TYPE_CHECKING:  # the names of _EXPORTS for type checkers (re-exported: ``X as X``)
+    from monai_mime.losses import AdaptiveMimeLoss as AdaptiveMimeLoss
+    from monai_mime.losses import CrossEntropyLoss as CrossEntropyLoss
+    from monai_mime.losses import GeneralizedSoftDiceLoss as GeneralizedSoftDiceLoss
+    from monai_mime.losses import MimeLoss as MimeLoss
+    from monai_mime.losses import SoftDiceLoss as SoftDiceLoss
+    from monai_mime.losses import VNetDiceLoss as VNetDiceLoss
+    from monai_mime.registry import get_loss as get_loss
+    from monai_mime.registry import list_losses as list_losses
+    from monai_mime.registry import register_loss as register_loss
+    from monai_mime.stats import ClassStatistics as ClassStatistics
 
 
 def __getattr__(name: str) -> Any:

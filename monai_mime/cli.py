@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, NoReturn
 
 __all__ = ["main", "build_parser", "detect_source", "format_table", "KINDS"]
 
@@ -48,42 +49,80 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     st = sub.add_parser(
-        "stats", help="count classes of a label folder or nnU-Net dataset; print and save Mime's a/b",
+        "stats",
+        help="count classes of a label folder or nnU-Net dataset; print and save Mime's a/b",
         description="Count the voxels of every class over a dataset (cached: a second run is instant), print a\n"
-                    "per-class table (count, fraction, presence, Mime's a and b, threshold b/(a+b)), write JSON.\n\n"
-                    "PATH is detected as: a statistics .json written before; an nnU-Net raw dataset (dataset.json\n"
-                    "+ labelsTr/); an nnU-Net preprocessed dataset (dataset.json + <plans>.json); else a folder of\n"
-                    "label images (.nii/.nii.gz/.npy/.nrrd/.mha...).",
-        epilog=MODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "per-class table (count, fraction, presence, Mime's a and b, threshold b/(a+b)), write JSON.\n\n"
+        "PATH is detected as: a statistics .json written before; an nnU-Net raw dataset (dataset.json\n"
+        "+ labelsTr/); an nnU-Net preprocessed dataset (dataset.json + <plans>.json); else a folder of\n"
+        "label images (.nii/.nii.gz/.npy/.nrrd/.mha...).",
+        epilog=MODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     st.add_argument("path", metavar="PATH", type=Path, help="label folder, nnU-Net dataset folder or stats .json")
-    st.add_argument("--num-classes", type=int, metavar="K", help="number of classes (default: from dataset.json, "
-                    "else largest label + 1)")
-    st.add_argument("--ignore-index", type=int, metavar="I", help="label value to leave out (default: nnU-Net's "
-                    "'ignore' label from dataset.json, else none)")
-    st.add_argument("--fold", default=None, metavar="F", help="nnU-Net preprocessed: fold whose training cases are "
-                    "counted (0-4 or 'all'; default 0)")
-    st.add_argument("--configuration", "-c", metavar="C", help="nnU-Net preprocessed: configuration (default: "
-                    "the first of 3d_fullres, 2d, 3d_lowres that is preprocessed)")
-    st.add_argument("--plans", default="nnUNetPlans", metavar="P", help="nnU-Net plans identifier (default "
-                    "%(default)s)")
+    st.add_argument(
+        "--num-classes",
+        type=int,
+        metavar="K",
+        help="number of classes (default: from dataset.json, else largest label + 1)",
+    )
+    st.add_argument(
+        "--ignore-index",
+        type=int,
+        metavar="I",
+        help="label value to leave out (default: nnU-Net's 'ignore' label from dataset.json, else none)",
+    )
+    st.add_argument(
+        "--fold",
+        default=None,
+        metavar="F",
+        help="nnU-Net preprocessed: fold whose training cases are counted (0-4 or 'all'; default 0)",
+    )
+    st.add_argument(
+        "--configuration",
+        "-c",
+        metavar="C",
+        help="nnU-Net preprocessed: configuration (default: "
+        "the first of 3d_fullres, 2d, 3d_lowres that is preprocessed)",
+    )
+    st.add_argument(
+        "--plans", default="nnUNetPlans", metavar="P", help="nnU-Net plans identifier (default %(default)s)"
+    )
     st.add_argument("--out", "-o", type=Path, metavar="FILE", help="write the statistics and weights as JSON here")
-    st.add_argument("--mode", default=DEFAULT_MODE, choices=list(WEIGHT_MODES), help="weight mode "
-                    "(default %(default)s; see ClassStatistics.weights)")
-    st.add_argument("--patch-size", type=int, nargs="+", metavar="N", help="training patch size: rescale the "
-                    "counts to a patch, e.g. --patch-size 128 128")
+    st.add_argument(
+        "--mode",
+        default=DEFAULT_MODE,
+        choices=list(WEIGHT_MODES),
+        help="weight mode (default %(default)s; see ClassStatistics.weights)",
+    )
+    st.add_argument(
+        "--patch-size",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="training patch size: rescale the counts to a patch, e.g. --patch-size 128 128",
+    )
     st.add_argument("--overlap", type=float, metavar="R", help="'dice' mode: overlap r in (0, 1] (default 0.5)")
     st.add_argument("--gamma", type=float, metavar="G", help="'balance' mode: exponent in [0, 1] (default 0.5)")
-    st.add_argument("--absent", default="error", choices=ABSENT_RULES, help="a class that never occurs: error "
-                    "(default) or one_voxel (weights of a class with a single voxel)")
-    st.add_argument("--workers", type=int, metavar="N", help="worker processes (default: 1 below 256 files, else "
-                    "up to 8)")
+    st.add_argument(
+        "--absent",
+        default="error",
+        choices=ABSENT_RULES,
+        help="a class that never occurs: error (default) or one_voxel (weights of a class with a single voxel)",
+    )
+    st.add_argument(
+        "--workers", type=int, metavar="N", help="worker processes (default: 1 below 256 files, else up to 8)"
+    )
     st.add_argument("--no-cache", action="store_true", help="count again and do not write the cache")
     st.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     st.set_defaults(func=_cmd_stats)
 
-    nn = sub.add_parser("nnunet-path", help="print the folder to put in nnUNet_extTrainer",
-                        description="Print the folder of this package's nnU-Net trainers, for "
-                                    "export nnUNet_extTrainer=$(monai-mime nnunet-path).")
+    nn = sub.add_parser(
+        "nnunet-path",
+        help="print the folder to put in nnUNet_extTrainer",
+        description="Print the folder of this package's nnU-Net trainers, for "
+        "export nnUNet_extTrainer=$(monai-mime nnunet-path).",
+    )
     nn.add_argument("--export", action="store_true", help="print 'export nnUNet_extTrainer=...' instead")
     nn.set_defaults(func=_cmd_nnunet_path)
     return parser
@@ -99,8 +138,12 @@ def _version() -> str:
 
 
 #: Names of the kinds of PATH that ``stats`` accepts.
-KINDS = {"json": "statistics file", "nnunet_raw": "nnU-Net raw dataset",
-         "nnunet_preprocessed": "nnU-Net preprocessed dataset", "folder": "label folder"}
+KINDS = {
+    "json": "statistics file",
+    "nnunet_raw": "nnU-Net raw dataset",
+    "nnunet_preprocessed": "nnU-Net preprocessed dataset",
+    "folder": "label folder",
+}
 
 
 def detect_source(path: Path, plans: str = "nnUNetPlans") -> str:
@@ -108,8 +151,9 @@ def detect_source(path: Path, plans: str = "nnUNetPlans") -> str:
     if path.is_file() and path.suffix == ".json":
         return "json"
     if not path.is_dir():
-        raise CLIError(f"{path}: " + ("not a folder or a statistics .json file" if path.exists() else "no such file "
-                                      "or folder"))
+        raise CLIError(
+            f"{path}: " + ("not a folder or a statistics .json file" if path.exists() else "no such file or folder")
+        )
     if (path / "dataset.json").is_file():
         if (path / "labelsTr").is_dir():
             return "nnunet_raw"
@@ -125,8 +169,9 @@ def _load(args: argparse.Namespace) -> Any:
     kind = detect_source(args.path, args.plans)
     nnunet_only = [f"--{n}" for n, v in (("fold", args.fold), ("configuration", args.configuration)) if v is not None]
     if nnunet_only and kind != "nnunet_preprocessed":
-        raise CLIError(f"{'/'.join(nnunet_only)}: only for an nnU-Net preprocessed dataset, {args.path} is a "
-                       f"{KINDS[kind]}")
+        raise CLIError(
+            f"{'/'.join(nnunet_only)}: only for an nnU-Net preprocessed dataset, {args.path} is a {KINDS[kind]}"
+        )
     common = dict(num_workers=args.workers, cache=not args.no_cache, progress=not args.quiet)
     if kind == "json":
         return ClassStatistics.load(args.path, num_classes=args.num_classes)
@@ -136,8 +181,9 @@ def _load(args: argparse.Namespace) -> Any:
         if args.num_classes is not None or args.ignore_index is not None:
             raise CLIError("--num-classes/--ignore-index: an nnU-Net preprocessed dataset takes them from dataset.json")
         fold = args.fold if args.fold in (None, "all") else _int(args.fold, "--fold")
-        return ClassStatistics.from_nnunet_preprocessed(args.path, args.configuration, 0 if fold is None else fold,
-                                                        args.plans, **common)
+        return ClassStatistics.from_nnunet_preprocessed(
+            args.path, args.configuration, 0 if fold is None else fold, args.plans, **common
+        )
     return ClassStatistics.from_folder(args.path, args.num_classes, args.ignore_index, **common)
 
 
@@ -163,9 +209,11 @@ def format_table(stats: Any, a: Any, b: Any) -> str:
     lines = [head, "-" * len(head)]
     n = stats.num_images
     for k in range(stats.num_classes):
-        lines.append(f"{k:>3}  {stats.class_names[k][:14]:<14} {stats.total_counts[k]:>15,} "
-                     f"{stats.fractions[k]:>9.5f} {f'{stats.presence[k]}/{n}':>11} {a[k]:>11.4g} {b[k]:>11.4g} "
-                     f"{b[k] / (a[k] + b[k]):>9.4g}")
+        lines.append(
+            f"{k:>3}  {stats.class_names[k][:14]:<14} {stats.total_counts[k]:>15,} "
+            f"{stats.fractions[k]:>9.5f} {f'{stats.presence[k]}/{n}':>11} {a[k]:>11.4g} {b[k]:>11.4g} "
+            f"{b[k] / (a[k] + b[k]):>9.4g}"
+        )
     return "\n".join(lines)
 
 
@@ -180,14 +228,22 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     patch = "per image" if args.patch_size is None else f"per patch of {'x'.join(map(str, args.patch_size))}"
     params = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "absent")
     print(f"source: {stats.source}" + (f" (loaded from {args.path})" if args.path.suffix == ".json" else ""))
-    print(f"{stats.num_images} images, {stats.total_voxels:,} voxels counted, {int(stats.ignored.sum()):,} ignored"
-          f"{'' if stats.ignore_index is None else f' (label {stats.ignore_index})'}; {elapsed:.2f} s")
+    print(
+        f"{stats.num_images} images, {stats.total_voxels:,} voxels counted, {int(stats.ignored.sum()):,} ignored"
+        f"{'' if stats.ignore_index is None else f' (label {stats.ignore_index})'}; {elapsed:.2f} s"
+    )
     print(f"weights: mode={args.mode}{f' ({params})' if params else ''}, counts {patch}")
     print(format_table(stats, a, b))
     if args.out is not None:
         doc = stats.to_dict()
-        doc["weights"] = {"mode": args.mode, "patch_size": args.patch_size, **kwargs, "a": a.tolist(),
-                          "b": b.tolist(), "threshold": (b / (a + b)).tolist()}
+        doc["weights"] = {
+            "mode": args.mode,
+            "patch_size": args.patch_size,
+            **kwargs,
+            "a": a.tolist(),
+            "b": b.tolist(),
+            "threshold": (b / (a + b)).tolist(),
+        }
         print(f"wrote {write_json_atomic(args.out, doc)}")
     return 0
 

@@ -8,11 +8,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from torch import nn
 
-from monai_mime.losses import AdaptiveMimeLoss, CrossEntropyLoss, GeneralizedSoftDiceLoss, MimeLoss, SoftDiceLoss, VNetDiceLoss
+from monai_mime.losses import (
+    AdaptiveMimeLoss,
+    CrossEntropyLoss,
+    GeneralizedSoftDiceLoss,
+    MimeLoss,
+    SoftDiceLoss,
+    VNetDiceLoss,
+)
 
 LossFactory = Callable[..., nn.Module]
 F = TypeVar("F", bound=LossFactory)
@@ -40,8 +48,9 @@ def list_losses() -> list[str]:
 def get_loss(name: str, **kwargs: Any) -> nn.Module:
     """Instantiate the loss registered as ``name`` with ``kwargs``.
 
-    ``"mime"`` and ``"mime_adaptive"`` take either ``a=`` and ``b=`` or ``stats=`` (a :class:`~monai_mime.ClassStatistics`, with the
-    optional ``mode``, ``patch_size`` and ``weight_kwargs`` of :meth:`MimeLoss.from_statistics`).
+    ``"mime"`` and ``"mime_adaptive"`` take either ``a=`` and ``b=`` or ``stats=`` (a
+    :class:`~monai_mime.ClassStatistics`, with the optional ``mode``, ``patch_size`` and ``weight_kwargs`` of
+    :meth:`MimeLoss.from_statistics`).
     """
     try:
         factory = _REGISTRY[name]

@@ -22,7 +22,8 @@ averaging the gradients are those of the single-process loss on the concatenated
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

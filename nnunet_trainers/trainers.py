@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -251,7 +251,8 @@ class LossTrainerMixin:
             for region in self.label_manager.foreground_regions:
                 key = tuple(region) if isinstance(region, (list, tuple)) else (int(region),)
                 match = [
-                    name for name, value in label_dict.items()
+                    name
+                    for name, value in label_dict.items()
                     if name != "ignore" and (tuple(value) if isinstance(value, (list, tuple)) else (int(value),)) == key
                 ]
                 names.append(match[0] if match else str(key))
@@ -278,8 +279,9 @@ class LossTrainerMixin:
         ``do_split``); the counts come from :meth:`ClassStatistics.from_nnunet_preprocessed` over all preprocessed
         cases, cached in :meth:`mime_cache_file`, and the fold takes the subset of its training cases.
         """
-        from monai_mime.stats import ClassStatistics
         from nnunetv2.configuration import default_num_processes
+
+        from monai_mime.stats import ClassStatistics
 
         tr_keys, _ = self.do_split()
         tr_keys = [str(k) for k in tr_keys]
@@ -382,7 +384,7 @@ class LossTrainerMixin:
             else:
                 self.print_to_log_file("No checkpoint written, checkpointing is disabled")
 
-    def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
+    def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
         """Read ``checkpoint["monai_mime"]`` first (so that ``initialize()`` builds the loss with the stored a/b),
         then nnU-Net's ``load_checkpoint``. If the loss was already built with other a/b, it is rebuilt."""
         if isinstance(filename_or_checkpoint, dict):
@@ -404,8 +406,17 @@ class LossTrainerMixin:
 
 
 _WEIGHT_STATE_KEYS = (
-    "a", "b", "weight_mode", "weight_kwargs", "patch_size", "class_names", "class_counts", "num_training_cases",
-    "fold", "statistics_file", "statistics_fingerprint",
+    "a",
+    "b",
+    "weight_mode",
+    "weight_kwargs",
+    "patch_size",
+    "class_names",
+    "class_counts",
+    "num_training_cases",
+    "fold",
+    "statistics_file",
+    "statistics_fingerprint",
 )
 
 

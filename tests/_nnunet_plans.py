@@ -1,4 +1,7 @@
-"""The tiny 2D PlainConvUNet that the nnU-Net tests build, as nnU-Net's plans describe it (shared by the test modules)."""
+"""The tiny 2D PlainConvUNet that the nnU-Net tests build, as nnU-Net's plans describe it.
+
+Shared by the nnU-Net test modules.
+"""
 
 from __future__ import annotations
 

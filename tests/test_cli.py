@@ -37,8 +37,13 @@ def folder(tmp_path):
 
 def run_module(*args, env_dir=None):
     env = {"MONAI_MIME_CACHE_DIR": str(env_dir)} if env_dir else {}
-    return subprocess.run([sys.executable, "-m", "monai_mime", *map(str, args)], capture_output=True, text=True,
-                          env=dict(os.environ, **env), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "monai_mime", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, **env),
+        timeout=300,
+    )
 
 
 def test_stats_prints_table_and_writes_json(folder, tmp_path, capsys):
@@ -59,8 +64,26 @@ def test_stats_prints_table_and_writes_json(folder, tmp_path, capsys):
 
 def test_stats_modes_and_saved_file_as_input(folder, tmp_path, capsys):
     out = tmp_path / "s.json"
-    assert main(["stats", str(folder), "-q", "--mode", "dice", "--overlap", "0.8", "--patch-size", "2", "2", "4",
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "stats",
+                str(folder),
+                "-q",
+                "--mode",
+                "dice",
+                "--overlap",
+                "0.8",
+                "--patch-size",
+                "2",
+                "2",
+                "4",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     doc = json.loads(out.read_text())
     np.testing.assert_allclose(doc["weights"]["threshold"], [0.4] * 4)
     assert doc["weights"]["patch_size"] == [2, 2, 4] and doc["weights"]["overlap"] == 0.8
@@ -70,17 +93,23 @@ def test_stats_modes_and_saved_file_as_input(folder, tmp_path, capsys):
     assert "loaded from" in text and "mode=balance (gamma=0.0)" in text and "0.5\n" in text
 
 
-@pytest.mark.parametrize("args,message", [
-    (["stats", "{tmp}/missing"], "missing: no such file or folder"),
-    (["stats", "{folder}/img0.nii.gz"], "img0.nii.gz: not a folder or a statistics .json file"),
-    (["stats", "{folder}", "--fold", "0"], "--fold: only for an nnU-Net preprocessed dataset"),
-    (["stats", "{folder}", "--num-classes", "2"], "img1.nii.gz: label values 2 outside [0, 2)"),
-    (["stats", "{folder}", "--num-classes", "5"], "class 4 (4) never occurs in the 3 images"),
-    (["stats", "{folder}", "--overlap", "0.5"], "weight mode 'balance' takes ['gamma'], not ['overlap']"),
-    (["stats", "{folder}", "--mode", "mean", "--gamma", "0.5"], "weight mode 'mean' takes no parameters, not ['gamma']"),
-    (["stats", "{folder}", "--mode", "dice", "--overlap", "2"], "overlap must lie in (0, 1]"),
-    (["stats", "{tmp}/bad.json"], "bad.json: not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["stats", "{tmp}/missing"], "missing: no such file or folder"),
+        (["stats", "{folder}/img0.nii.gz"], "img0.nii.gz: not a folder or a statistics .json file"),
+        (["stats", "{folder}", "--fold", "0"], "--fold: only for an nnU-Net preprocessed dataset"),
+        (["stats", "{folder}", "--num-classes", "2"], "img1.nii.gz: label values 2 outside [0, 2)"),
+        (["stats", "{folder}", "--num-classes", "5"], "class 4 (4) never occurs in the 3 images"),
+        (["stats", "{folder}", "--overlap", "0.5"], "weight mode 'balance' takes ['gamma'], not ['overlap']"),
+        (
+            ["stats", "{folder}", "--mode", "mean", "--gamma", "0.5"],
+            "weight mode 'mean' takes no parameters, not ['gamma']",
+        ),
+        (["stats", "{folder}", "--mode", "dice", "--overlap", "2"], "overlap must lie in (0, 1]"),
+        (["stats", "{tmp}/bad.json"], "bad.json: not valid JSON"),
+    ],
+)
 def test_errors_are_one_line_exit_2(folder, tmp_path, capsys, args, message):
     (tmp_path / "bad.json").write_text("{")
     args = [a.format(tmp=tmp_path, folder=folder) for a in args]
@@ -114,8 +143,11 @@ def test_nnunet_raw_dataset_is_detected(tmp_path, capsys):
     root = tmp_path / "Dataset005_Raw"
     (root / "labelsTr").mkdir(parents=True)
     nib.save(nib.Nifti1Image(np.array([[[0, 1, 2, 2]]], np.uint8), np.eye(4)), str(root / "labelsTr" / "a.nii.gz"))
-    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "RV": 1, "LV": 2},
-                                                   "file_ending": ".nii.gz", "channel_names": {"0": "MRI"}}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {"labels": {"background": 0, "RV": 1, "LV": 2}, "file_ending": ".nii.gz", "channel_names": {"0": "MRI"}}
+        )
+    )
     assert main(["stats", str(root), "-q", "--no-cache"]) == 0
     text = capsys.readouterr().out
     assert "nnunet_raw:" in text and re.search(r"^\s+2\s+LV\s+2\s+0\.50*\s+1/1\s", text, re.M), text

@@ -50,9 +50,7 @@ def test_one_hot_target_and_label_map_give_the_same_loss(name: str) -> None:
     ours, _ = PAIRS[name]
     logits, labels = _all_present_batch()
     target = one_hot(labels[:, 0], 4).permute(0, 3, 1, 2).float()
-    torch.testing.assert_close(
-        ours(softmax=True, to_onehot_y=True)(logits, labels), ours(softmax=True)(logits, target)
-    )
+    torch.testing.assert_close(ours(softmax=True, to_onehot_y=True)(logits, labels), ours(softmax=True)(logits, target))
 
 
 def test_soft_dice_gradient_is_equation_2() -> None:
@@ -100,7 +98,9 @@ def test_gdl_absent_class_takes_the_largest_present_weight_like_monai() -> None:
     labels = torch.randint(0, 2, (2, 1, 8, 8))  # class 2 absent everywhere, classes 0 and 1 present
     labels[:, 0, 0, :2] = torch.tensor([0, 1])
     kwargs = dict(softmax=True, to_onehot_y=True)
-    torch.testing.assert_close(GeneralizedSoftDiceLoss(**kwargs)(logits, labels), GeneralizedDiceLoss(**kwargs)(logits, labels))
+    torch.testing.assert_close(
+        GeneralizedSoftDiceLoss(**kwargs)(logits, labels), GeneralizedDiceLoss(**kwargs)(logits, labels)
+    )
 
 
 @pytest.mark.parametrize("w_type", ["square", "simple", "uniform"])

@@ -47,7 +47,9 @@ def test_mean_divides_the_sum_by_the_number_of_image_class_terms_and_none_return
 def test_logit_gradient_is_the_softmax_jacobian_applied_to_omega() -> None:
     logits = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
     labels = torch.randint(0, 3, (2, 1, 5, 5))
-    (grad,) = torch.autograd.grad(MimeLoss(A, B, softmax=True, to_onehot_y=True, reduction="sum")(logits, labels), logits)
+    (grad,) = torch.autograd.grad(
+        MimeLoss(A, B, softmax=True, to_onehot_y=True, reduction="sum")(logits, labels), logits
+    )
     s = torch.softmax(logits.detach(), 1)
     omega = _omega(labels, A, B)
     torch.testing.assert_close(grad, s * (omega - (s * omega).sum(1, keepdim=True)))

@@ -158,17 +158,52 @@ def test_nnunet_commands_plan_train_continue_validate_predict_evaluate(tmp_path:
     images_ts.mkdir()
     for case in val0:
         shutil.copy(raw / "imagesTr" / f"{case}_0000.nii.gz", images_ts)
-    _run([_command("nnUNetv2_predict"), "-i", str(images_ts), "-o", str(predictions), "-d", str(DATASET_ID),
-          "-c", "2d", "-f", "0", "-tr", TRAINER, "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1",
-          "--disable_progress_bar"], env)
+    _run(
+        [
+            _command("nnUNetv2_predict"),
+            "-i",
+            str(images_ts),
+            "-o",
+            str(predictions),
+            "-d",
+            str(DATASET_ID),
+            "-c",
+            "2d",
+            "-f",
+            "0",
+            "-tr",
+            TRAINER,
+            "-device",
+            "cpu",
+            "--disable_tta",
+            "-npp",
+            "1",
+            "-nps",
+            "1",
+            "--disable_progress_bar",
+        ],
+        env,
+    )
     assert sorted(p.name for p in predictions.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in val0)
 
     gt = tmp_path / "gt"
     gt.mkdir()
     for case in val0:
         shutil.copy(raw / "labelsTr" / f"{case}.nii.gz", gt)
-    _run([_command("nnUNetv2_evaluate_folder"), str(gt), str(predictions), "-djfile", str(raw / "dataset.json"),
-          "-pfile", str(output.parent / "plans.json"), "-np", "1"], env)
+    _run(
+        [
+            _command("nnUNetv2_evaluate_folder"),
+            str(gt),
+            str(predictions),
+            "-djfile",
+            str(raw / "dataset.json"),
+            "-pfile",
+            str(output.parent / "plans.json"),
+            "-np",
+            "1",
+        ],
+        env,
+    )
     evaluation = json.loads((predictions / "summary.json").read_text())
     assert len(evaluation["metric_per_case"]) == len(val0)
     assert set(evaluation["mean"]) == {"1", "2", "3"}

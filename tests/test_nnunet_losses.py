@@ -21,14 +21,13 @@ import torch
 
 pytest.importorskip("nnunetv2")
 
+from _nnunet_plans import NETWORK_CLASS, REQUIRES_IMPORT, STRIDES, tiny_unet_arch_kwargs  # noqa: E402
 from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform  # noqa: E402
 from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss  # noqa: E402
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper  # noqa: E402
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss  # noqa: E402
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans  # noqa: E402
-from nnunetv2.utilities.helpers import softmax_helper_dim1  # noqa: E402
 
-from _nnunet_plans import NETWORK_CLASS, REQUIRES_IMPORT, STRIDES, tiny_unet_arch_kwargs  # noqa: E402
 from monai_mime import get_loss  # noqa: E402
 from nnunet_trainers.losses import (  # noqa: E402
     NnUNetLossAdapter,
@@ -145,8 +144,11 @@ def test_label_map_adapter_equals_nnunet_dc_and_ce(ignore: bool, batch_dice: boo
         NnUNetLossAdapter(ours, ignore_label=ignore_label, weight_ce=1.0 if with_ce else 0.0), weights
     )
     theirs = DC_and_CE_loss(
-        {"batch_dice": batch_dice, "smooth": 1e-5, "do_bg": False, "ddp": False}, {},
-        weight_ce=1 if with_ce else 0, weight_dice=1, ignore_label=ignore_label,
+        {"batch_dice": batch_dice, "smooth": 1e-5, "do_bg": False, "ddp": False},
+        {},
+        weight_ce=1 if with_ce else 0,
+        weight_dice=1,
+        ignore_label=ignore_label,
         dice_class=MemoryEfficientSoftDiceLoss,
     )
     theirs = DeepSupervisionWrapper(theirs, weights)
@@ -178,13 +180,17 @@ def test_region_adapter_equals_nnunet_dc_and_bce(ignore: bool, batch_dice: bool,
 
     ours = get_loss("dice", include_background=True, sigmoid=True, batch=batch_dice)
     ours = wrap_deep_supervision(
-        NnUNetLossAdapter(ours, region_based=True, ignore_label=IGNORE if ignore else None,
-                          weight_ce=1.0 if with_ce else 0.0),
+        NnUNetLossAdapter(
+            ours, region_based=True, ignore_label=IGNORE if ignore else None, weight_ce=1.0 if with_ce else 0.0
+        ),
         weights,
     )
     theirs = DC_and_BCE_loss(
-        {}, {"batch_dice": batch_dice, "do_bg": True, "smooth": 1e-5, "ddp": False},
-        weight_ce=1 if with_ce else 0, use_ignore_label=ignore, dice_class=MemoryEfficientSoftDiceLoss,
+        {},
+        {"batch_dice": batch_dice, "do_bg": True, "smooth": 1e-5, "ddp": False},
+        weight_ce=1 if with_ce else 0,
+        use_ignore_label=ignore,
+        dice_class=MemoryEfficientSoftDiceLoss,
     )
     theirs = DeepSupervisionWrapper(theirs, weights)
     ours_value = ours(outputs, region_targets)
@@ -351,18 +357,25 @@ def test_ddp_batch_dice_all_gather_matches_single_process(tmp_path: Path, split:
         for rank, n in enumerate(split):
             got = ranks[rank][name]
             torch.testing.assert_close(
-                got["loss"], full.detach(), atol=1e-6, rtol=1e-5, msg=lambda m: f"{name} rank {rank}: {m}"
+                got["loss"],
+                full.detach(),
+                atol=1e-6,
+                rtol=1e-5,
+                msg=lambda m, name=name, rank=rank: f"{name} rank {rank}: {m}",
             )
             torch.testing.assert_close(got["model_loss"], model_full.detach(), atol=1e-6, rtol=1e-5)
             torch.testing.assert_close(
-                got["input_grad"] / world_size, x.grad[start : start + n], atol=1e-8, rtol=1e-4,
-                msg=lambda m: f"{name} grad: {m}",
+                got["input_grad"] / world_size,
+                x.grad[start : start + n],
+                atol=1e-8,
+                rtol=1e-4,
+                msg=lambda m, name=name: f"{name} grad: {m}",
             )
             for g_rank, g_full in zip(got["param_grads"], full_param_grads):
                 # float32 sums in another order: tolerance relative to the gradient's scale
                 scale = float(g_full.abs().max())
                 torch.testing.assert_close(
-                    g_rank, g_full, atol=1e-5 * scale, rtol=1e-4, msg=lambda m: f"{name} param grad: {m}"
+                    g_rank, g_full, atol=1e-5 * scale, rtol=1e-4, msg=lambda m, name=name: f"{name} param grad: {m}"
                 )
             start += n
 

@@ -22,15 +22,17 @@ import torch
 
 pytest.importorskip("nnunetv2")
 
+from _nnunet_plans import NETWORK_CLASS, REQUIRES_IMPORT, tiny_unet_arch_kwargs  # noqa: E402
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetNumpy  # noqa: E402
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper  # noqa: E402
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # noqa: E402
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name  # noqa: E402
-from _nnunet_plans import NETWORK_CLASS, REQUIRES_IMPORT, tiny_unet_arch_kwargs  # noqa: E402
 
 from monai_mime import AdaptiveMimeLoss, GeneralizedSoftDiceLoss, MimeLoss, VNetDiceLoss  # noqa: E402
-from monai_mime.stats import DEFAULT_MODE  # noqa: E402
-from monai_mime.stats import ClassStatistics  # noqa: E402
+from monai_mime.stats import (
+    DEFAULT_MODE,  # noqa: E402
+    ClassStatistics,  # noqa: E402
+)
 from nnunet_trainers import trainers as tr  # noqa: E402
 from nnunet_trainers.discovery import ext_folder, ext_trainer_path  # noqa: E402
 from nnunet_trainers.losses import NnUNetLossAdapter  # noqa: E402
@@ -61,8 +63,15 @@ def _plans() -> dict[str, Any]:
         "experiment_planner_used": "ExperimentPlanner",
         "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {
-            "0": {"max": 1.0, "mean": 0.5, "median": 0.5, "min": 0.0, "percentile_00_5": 0.0,
-                  "percentile_99_5": 1.0, "std": 0.2}
+            "0": {
+                "max": 1.0,
+                "mean": 0.5,
+                "median": 0.5,
+                "min": 0.0,
+                "percentile_00_5": 0.0,
+                "percentile_99_5": 1.0,
+                "std": 0.2,
+            }
         },
         "configurations": {
             "2d": {
@@ -79,8 +88,12 @@ def _plans() -> dict[str, Any]:
                 "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
                 "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
                 "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-                "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
-                                                       "force_separate_z": None},
+                "resampling_fn_probabilities_kwargs": {
+                    "is_seg": False,
+                    "order": 1,
+                    "order_z": 0,
+                    "force_separate_z": None,
+                },
                 "architecture": {
                     "network_class_name": NETWORK_CLASS,
                     "arch_kwargs": tiny_unet_arch_kwargs(),
@@ -122,8 +135,12 @@ def nnunet_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         folder = pre / DATASET
         data_folder = folder / "nnUNetPlans_2d"
         data_folder.mkdir(parents=True, exist_ok=True)
-        dataset_json = {"channel_names": {"0": "MRI"}, "labels": labels, "numTraining": NUM_CASES,
-                        "file_ending": ".nii.gz"}
+        dataset_json = {
+            "channel_names": {"0": "MRI"},
+            "labels": labels,
+            "numTraining": NUM_CASES,
+            "file_ending": ".nii.gz",
+        }
         if any(isinstance(v, list) for v in labels.values()):
             dataset_json["regions_class_order"] = [1, 2, 3]
         (folder / "dataset.json").write_text(json.dumps(dataset_json))
@@ -225,7 +242,8 @@ def test_ext_folder_composes_with_user_folders(monkeypatch: pytest.MonkeyPatch, 
         user = recursive_find_trainer_class_by_name("nnUNetTrainerMime_250epochs")
         assert issubclass(user, tr.MimeLossMixin) and user.__mro__[1] is tr.MimeLossMixin
     assert ext_trainer_path(EXAMPLE_FOLDER, existing=str(ext_folder())).split(os.pathsep) == [
-        str(ext_folder()), str(EXAMPLE_FOLDER)
+        str(ext_folder()),
+        str(EXAMPLE_FOLDER),
     ]
 
 
@@ -281,8 +299,14 @@ def test_without_deep_supervision_the_loss_is_not_wrapped(nnunet_env) -> None:
     nnunet_env()
 
     class NoDeepSupervision(tr.nnUNetTrainerVNetCE):  # like nnU-Net's nnUNetTrainerNoDeepSupervision
-        def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                     device: torch.device = torch.device("cuda")) -> None:  # nnU-Net needs this exact signature
+        def __init__(
+            self,
+            plans: dict,
+            configuration: str,
+            fold: int,
+            dataset_json: dict,
+            device: torch.device = torch.device("cuda"),  # noqa: B008 -- nnU-Net's signature
+        ) -> None:  # nnU-Net needs this exact signature
             super().__init__(plans, configuration, fold, dataset_json, device)
             self.enable_deep_supervision = False
 
@@ -495,8 +519,13 @@ class _BroadcastProbe(tr.MimeLossMixin):
             raise AssertionError("a/b computed on a rank other than 0")
         if self.fail:
             raise RuntimeError("class 2 (x) does not occur in fold 0")
-        return {"a": [1.0, 2.0, 3.0], "b": [0.5, 0.25, 0.125], "weight_mode": "mean", "patch_size": [8, 8],
-                "class_names": ["bg", "x", "y"]}
+        return {
+            "a": [1.0, 2.0, 3.0],
+            "b": [0.5, 0.25, 0.125],
+            "weight_mode": "mean",
+            "patch_size": [8, 8],
+            "class_names": ["bg", "x", "y"],
+        }
 
 
 def _broadcast_worker(rank: int, init_file: str, out_dir: str) -> None:

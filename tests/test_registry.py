@@ -7,7 +7,15 @@ import torch
 from monai.bundle import ConfigParser
 from torch import nn
 
-from monai_mime import GeneralizedSoftDiceLoss, MimeLoss, SoftDiceLoss, VNetDiceLoss, get_loss, list_losses, register_loss
+from monai_mime import (
+    GeneralizedSoftDiceLoss,
+    MimeLoss,
+    SoftDiceLoss,
+    VNetDiceLoss,
+    get_loss,
+    list_losses,
+    register_loss,
+)
 from monai_mime.registry import _REGISTRY
 
 
@@ -21,7 +29,9 @@ def test_builtin_names() -> None:
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(KeyError, match="unknown loss 'dcie'; registered losses: ce, dice, gdl, mime, mime_adaptive, vnet"):
+    with pytest.raises(
+        KeyError, match="unknown loss 'dcie'; registered losses: ce, dice, gdl, mime, mime_adaptive, vnet"
+    ):
         get_loss("dcie")
 
 

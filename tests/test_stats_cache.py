@@ -10,9 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from monai_mime.stats import CacheWarning, ClassStatistics, CorruptStatisticsError
+from monai_mime.stats import CacheWarning, ClassStatistics, CorruptStatisticsError, sources
 from monai_mime.stats import cache as cache_mod
-from monai_mime.stats import sources
 
 
 @pytest.fixture
@@ -80,8 +79,12 @@ def test_corrupt_cache_is_warned_about_and_recounted(tmp_path, cache_dir, counte
     stats_of(tmp_path / "labels")
     path = only_cache_file(cache_dir)
     text = path.read_text()
-    damaged = {"truncate": text[: len(text) // 2], "empty": "", "garbage": "\x00\xff{{",
-               "edit": text.replace('"counts": [', '"counts": [1', 1)}[damage]
+    damaged = {
+        "truncate": text[: len(text) // 2],
+        "empty": "",
+        "garbage": "\x00\xff{{",
+        "edit": text.replace('"counts": [', '"counts": [1', 1),
+    }[damage]
     path.write_text(damaged)
     with pytest.raises(CorruptStatisticsError, match=str(path.name)):
         ClassStatistics.load(path)
@@ -158,8 +161,11 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
 def test_format_version_and_checksum_checks(tmp_path):
     path = ClassStatistics.from_labels([np.array([0, 1])], 2).save(tmp_path / "s.json")
     doc = json.loads(path.read_text())
-    for key, value, match in (("format", "other", "not a monai-mime statistics file"),
-                              ("version", 99, "version 99"), ("source", "edited", "checksum mismatch")):
+    for key, value, match in (
+        ("format", "other", "not a monai-mime statistics file"),
+        ("version", 99, "version 99"),
+        ("source", "edited", "checksum mismatch"),
+    ):
         bad = dict(doc, **{key: value})
         (tmp_path / "bad.json").write_text(json.dumps(bad))
         with pytest.raises(CorruptStatisticsError, match=match):

@@ -82,15 +82,18 @@ def test_count_labels_nnunet_minus_one_is_background():
         count_labels(arr, 3, ignore_index=3)
 
 
-@pytest.mark.parametrize("arr,match", [
-    (np.array([0, 1, 7, 9], np.uint8), r"case\.nii\.gz: label values 7, 9 outside \[0, 4\)"),
-    (np.array([0, -2, 1], np.int16), r"case\.nii\.gz: label values -2 outside"),
-    (np.array([0, 2**30], np.int64), r"label values 1073741824 outside"),
-    (np.array([0, 1, 5, 255], np.uint8), r"values 5 outside \[0, 4\) \(ignore label 255\)"),
-    (np.array([0.0, 1.5]), r"case\.nii\.gz: float label image with non-integer values, e\.g\. \[1\.5\]"),
-    (np.array([0.0, np.nan]), r"non-integer"),
-    (np.array(["a"]), r"dtype"),
-])
+@pytest.mark.parametrize(
+    "arr,match",
+    [
+        (np.array([0, 1, 7, 9], np.uint8), r"case\.nii\.gz: label values 7, 9 outside \[0, 4\)"),
+        (np.array([0, -2, 1], np.int16), r"case\.nii\.gz: label values -2 outside"),
+        (np.array([0, 2**30], np.int64), r"label values 1073741824 outside"),
+        (np.array([0, 1, 5, 255], np.uint8), r"values 5 outside \[0, 4\) \(ignore label 255\)"),
+        (np.array([0.0, 1.5]), r"case\.nii\.gz: float label image with non-integer values, e\.g\. \[1\.5\]"),
+        (np.array([0.0, np.nan]), r"non-integer"),
+        (np.array(["a"]), r"dtype"),
+    ],
+)
 def test_count_labels_rejects_bad_values(arr, match):
     with pytest.raises(ValueError, match=match):
         count_labels(arr, 4, ignore_index=255 if arr.dtype == np.uint8 else None, name="case.nii.gz")
@@ -205,16 +208,19 @@ def test_absent_class_raises_naming_it_or_one_voxel_rule():
         only_bg.weights("dice", absent="error")
 
 
-@pytest.mark.parametrize("call,exc,match", [
-    (lambda s: s.weights("nope"), ValueError, "unknown weight mode 'nope'"),
-    (lambda s: s.weights("dice", overlap=0.0), ValueError, r"overlap must lie in \(0, 1\]"),
-    (lambda s: s.weights("dice", overlap=1.5), ValueError, "overlap"),
-    (lambda s: s.weights("balance", gamma=-0.1), ValueError, r"gamma must lie in \[0, 1\]"),
-    (lambda s: s.weights("mean", overlap=0.5), TypeError, "takes no parameters"),
-    (lambda s: s.weights("dice", gamma=0.5), TypeError, r"takes \['overlap'\]"),
-    (lambda s: s.weights(absent="skip"), ValueError, "absent must be one of"),
-    (lambda s: s.weights(patch_size=(0, 4)), ValueError, "patch_size"),
-])
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda s: s.weights("nope"), ValueError, "unknown weight mode 'nope'"),
+        (lambda s: s.weights("dice", overlap=0.0), ValueError, r"overlap must lie in \(0, 1\]"),
+        (lambda s: s.weights("dice", overlap=1.5), ValueError, "overlap"),
+        (lambda s: s.weights("balance", gamma=-0.1), ValueError, r"gamma must lie in \[0, 1\]"),
+        (lambda s: s.weights("mean", overlap=0.5), TypeError, "takes no parameters"),
+        (lambda s: s.weights("dice", gamma=0.5), TypeError, r"takes \['overlap'\]"),
+        (lambda s: s.weights(absent="skip"), ValueError, "absent must be one of"),
+        (lambda s: s.weights(patch_size=(0, 4)), ValueError, "patch_size"),
+    ],
+)
 def test_weight_argument_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call(two_images())

@@ -44,7 +44,7 @@ def label_folder(folder, n=5, k=4, seed=0, ignore=None):
     for i in range(n):
         arr = rng.integers(0, k, rng.integers(3, 12, 3)).astype(dtypes[i % len(dtypes)])
         if ignore is not None:
-            arr.flat[:: 7] = ignore
+            arr.flat[::7] = ignore
         ending = ".nii" if i % 2 else ".nii.gz"
         cases[f"case_{i:03d}"] = save_nifti(folder / f"case_{i:03d}{ending}", arr)
     (folder / "README.txt").write_text("not a label image")
@@ -125,9 +125,13 @@ def test_from_data_dicts_paths_arrays_and_monai_dataset(tmp_path):
 
     ds = Dataset(dicts, transform=LoadImaged(keys="seg"))
     np.testing.assert_array_equal(ClassStatistics.from_data_dicts(ds, "seg", 3, progress=False).counts, expected)
-    patches = Dataset(dicts, transform=[LoadImaged(keys="seg", ensure_channel_first=True),
-                                        RandSpatialCropSamplesd(keys="seg", roi_size=(2, 2, 2), num_samples=3,
-                                                                random_size=False)])
+    patches = Dataset(
+        dicts,
+        transform=[
+            LoadImaged(keys="seg", ensure_channel_first=True),
+            RandSpatialCropSamplesd(keys="seg", roi_size=(2, 2, 2), num_samples=3, random_size=False),
+        ],
+    )
     p = ClassStatistics.from_data_dicts(patches, "seg", 3, progress=False)
     assert p.num_images == 12 and (p.voxels == 8).all()
 
@@ -136,13 +140,20 @@ def test_from_data_dicts_paths_arrays_and_monai_dataset(tmp_path):
 def nnunet_raw(folder, labels, n=6, seed=0, file_ending=".nii.gz"):
     """A raw nnU-Net dataset (labelsTr + dataset.json) with label values from ``labels``; returns {case: array}."""
     (folder / "labelsTr").mkdir(parents=True)
-    values = sorted({v for v in labels.values() if not isinstance(v, list)} | {x for v in labels.values()
-                                                                               if isinstance(v, list) for x in v})
+    values = sorted(
+        {v for v in labels.values() if not isinstance(v, list)}
+        | {x for v in labels.values() if isinstance(v, list) for x in v}
+    )
     rng = np.random.default_rng(seed)
-    cases = {f"c{i:02d}": save_nifti(folder / "labelsTr" / f"c{i:02d}{file_ending}",
-                                     rng.choice(values, (6, 5, 4)).astype(np.uint8)) for i in range(n)}
-    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": labels,
-                                                     "numTraining": n, "file_ending": file_ending}))
+    cases = {
+        f"c{i:02d}": save_nifti(
+            folder / "labelsTr" / f"c{i:02d}{file_ending}", rng.choice(values, (6, 5, 4)).astype(np.uint8)
+        )
+        for i in range(n)
+    }
+    (folder / "dataset.json").write_text(
+        json.dumps({"channel_names": {"0": "CT"}, "labels": labels, "numTraining": n, "file_ending": file_ending})
+    )
     return cases
 
 
@@ -205,18 +216,43 @@ def nnunet_dataset(tmp_path_factory):
             img[(yy + xx < 8)[..., None]] = 0  # outside the nonzero mask, inside the bounding box: seg -1
         lab = np.zeros((32, 32, 1), np.uint8)
         lab[10:20, 6:14] = 1
-        lab[20:21 + i, 12:22] = 2
+        lab[20 : 21 + i, 12:22] = 2
         lab[31, : i + 1] = 3  # ignore
         save_nifti(raw / "imagesTr" / f"case{i:02d}_0000.nii.gz", img)
         labels[f"case{i:02d}"] = save_nifti(raw / "labelsTr" / f"case{i:02d}.nii.gz", lab)
-    (raw / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1, "b": 2, "ignore": 3},
-        "numTraining": N_PRE, "file_ending": ".nii.gz"}))
-    env = dict(os.environ, nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "pre"),
-               nnUNet_results=str(root / "results"), nnUNet_def_n_proc="1")
+    (raw / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "CT"},
+                "labels": {"background": 0, "a": 1, "b": 2, "ignore": 3},
+                "numTraining": N_PRE,
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
+    env = dict(
+        os.environ,
+        nnUNet_raw=str(root / "raw"),
+        nnUNet_preprocessed=str(root / "pre"),
+        nnUNet_results=str(root / "results"),
+        nnUNet_def_n_proc="1",
+    )
     exe = Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"
-    proc = subprocess.run([str(exe if exe.exists() else "nnUNetv2_plan_and_preprocess"), "-d", "991", "-c", "2d",
-                           "-np", "1", "--verify_dataset_integrity"], env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(exe if exe.exists() else "nnUNetv2_plan_and_preprocess"),
+            "-d",
+            "991",
+            "-c",
+            "2d",
+            "-np",
+            "1",
+            "--verify_dataset_integrity",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return root / "pre" / "Dataset991_Tiny", labels
 

@@ -51,7 +51,7 @@ def test_not_trivial_noise():
     assert bg.std() > 0.25  # noisy background
     # thresholding the intensity alone does not recover the blob
     blob = y == 1
-    thr = (x > 0.3)
+    thr = x > 0.3
     dice = 2 * (thr & blob).sum() / (thr.sum() + blob.sum())
     assert dice < 0.9
 
@@ -82,8 +82,9 @@ def test_bad_arguments(kwargs):
 
 
 def test_write_nnunet_raw(tmp_path):
-    folder = write_nnunet_raw(tmp_path / "Dataset901_Synth", num_cases=5, seed=2, spatial_size=(48, 40),
-                              spacing=(0.5, 0.7))
+    folder = write_nnunet_raw(
+        tmp_path / "Dataset901_Synth", num_cases=5, seed=2, spatial_size=(48, 40), spacing=(0.5, 0.7)
+    )
     meta = json.loads((folder / "dataset.json").read_text())
     assert meta["labels"] == {"background": 0, "blob": 1, "ring": 2, "rare": 3}
     assert meta["numTraining"] == 5 and meta["file_ending"] == ".nii.gz" and meta["channel_names"] == {"0": "synthetic"}

@@ -28,16 +28,42 @@ ALL_LOSSES = ["mime", "dice", "vnet", "gdl", "ce"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 # a few iterations of a tiny model on tiny data: seconds per loss on a CPU
 TINY = [
-    "--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "2", "--patch-size", "32", "--channels", "4,8",
-    "--num-train", "12", "--num-val", "3", "--threads", "1", "--device", "cpu",
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "3",
+    "--batch-size",
+    "2",
+    "--patch-size",
+    "32",
+    "--channels",
+    "4,8",
+    "--num-train",
+    "12",
+    "--num-val",
+    "3",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
 ]
 
 
 def tiny_config(**changes) -> pt.ExperimentConfig:
     base = dict(
-        epochs=1, steps_per_epoch=3, batch_size=2, patch_size=(32, 32), channels=(4, 8), synthetic_train=12,
-        synthetic_val=3, synthetic_size=(48, 48), synthetic_rare_probability=0.5, device="cpu", threads=1,
-        progress=False, out=None,
+        epochs=1,
+        steps_per_epoch=3,
+        batch_size=2,
+        patch_size=(32, 32),
+        channels=(4, 8),
+        synthetic_train=12,
+        synthetic_val=3,
+        synthetic_size=(48, 48),
+        synthetic_rare_probability=0.5,
+        device="cpu",
+        threads=1,
+        progress=False,
+        out=None,
     )
     base.update(changes)
     return pt.ExperimentConfig(**base)
@@ -80,7 +106,10 @@ def test_parse_loss_specs():
     assert specs[3].options == {"w_type": "simple"}
     assert specs[4].options == {"a": [1.0, 2.0, 3.0], "b": [1.0, 1.0, 1.0]}
     assert pt.LossSpec.parse("dice:include_background=false:batch=true:smooth_nr=0").options == {
-        "include_background": False, "batch": True, "smooth_nr": 0}
+        "include_background": False,
+        "batch": True,
+        "smooth_nr": 0,
+    }
     assert [s.text for s in pt.parse_loss_specs(["dice,vnet", "ce"])] == ["dice", "vnet", "ce"]
 
 
@@ -109,9 +138,14 @@ def test_build_losses_from_specs():
     stats = ClassStatistics.from_labels(labels, num_classes=4)
     x = torch.randn(2, 4, 16, 16, requires_grad=True)
     y = torch.randint(0, 4, (2, 1, 16, 16))
-    for text in ALL_LOSSES + ["gdl:w_type=simple", "dice:include_background=false", "mime:mode=dice:overlap=0.5",
-                              "mime_adaptive:mode=dice:overlap=0.5:momentum=0.9",
-                              "mime:include_background=false:patch=false", "mime:a=1/2/3/4:b=1/1/1/1"]:
+    for text in ALL_LOSSES + [
+        "gdl:w_type=simple",
+        "dice:include_background=false",
+        "mime:mode=dice:overlap=0.5",
+        "mime_adaptive:mode=dice:overlap=0.5:momentum=0.9",
+        "mime:include_background=false:patch=false",
+        "mime:a=1/2/3/4:b=1/1/1/1",
+    ]:
         loss = pt.build_loss(text, stats, patch_size=(8, 8))
         value = loss(x, y)
         assert value.ndim == 0 and torch.isfinite(value), text
@@ -123,8 +157,11 @@ def test_build_losses_from_specs():
     full = pt.build_loss("mime:patch=false", stats, (8, 8))
     patch = pt.build_loss("mime", stats, (8, 8))
     assert not torch.allclose(full.a, patch.a)  # rescaled to the patch
-    for bad, match in [("mime:mode=nope", "unknown weight mode"), ("dice:nonsense=1", "nonsense"),
-                       ("mime:mode=dice:gamma=2", "gamma")]:
+    for bad, match in [
+        ("mime:mode=nope", "unknown weight mode"),
+        ("dice:nonsense=1", "nonsense"),
+        ("mime:mode=dice:gamma=2", "gamma"),
+    ]:
         with pytest.raises(pt.ExperimentError, match=match):
             pt.build_loss(bad, stats, (8, 8))
     with pytest.raises(pt.ExperimentError, match="statistics"):
@@ -151,8 +188,9 @@ def test_config_validation_and_cli_presets():
         tiny_config(patch_size=(31, 31)).validate()
     with pytest.raises(pt.ExperimentError, match="epochs"):
         tiny_config(epochs=0).validate()
-    args = train_patches.build_parser().parse_args(["--quick", "--epochs", "3", "--patch-size", "32",
-                                                    "--losses", "dice,mime:mode=dice"])
+    args = train_patches.build_parser().parse_args(
+        ["--quick", "--epochs", "3", "--patch-size", "32", "--losses", "dice,mime:mode=dice"]
+    )
     cfg = train_patches.config_from_args(args)
     assert cfg.epochs == 3 and cfg.patch_size == (32, 32) and cfg.losses == ["dice", "mime:mode=dice"]
     assert cfg.synthetic_train == pt.ExperimentConfig.quick().synthetic_train
@@ -201,8 +239,16 @@ def test_intermediate_evaluations_equal_shorter_runs():
 
 
 def test_nnunet_raw_3d_volumes(tmp_path):
-    folder = write_nnunet_raw(tmp_path / "Dataset903_S3D", num_cases=4, seed=1, spatial_size=(40, 36, 6),
-                              spacing=(1.5, 1.5, 5.0), num_val=1, rare_probability=1.0, size_jitter=2)
+    folder = write_nnunet_raw(
+        tmp_path / "Dataset903_S3D",
+        num_cases=4,
+        seed=1,
+        spatial_size=(40, 36, 6),
+        spacing=(1.5, 1.5, 5.0),
+        num_val=1,
+        rare_probability=1.0,
+        size_jitter=2,
+    )
     cfg = tiny_config(data=str(folder), out=str(tmp_path / "out"), losses=["mime", "dice"])
     data = pt.prepare_data(cfg)
     assert data.slice_axis == 2 and data.spacing_unit == "mm" and data.class_names[3] == "rare"
@@ -234,8 +280,9 @@ def test_nnunet_raw_2d_without_splits(tmp_path):
 
 # ============================================================================================ bad input
 def _dataset_with_bad_labels(tmp_path: Path) -> Path:
-    folder = write_nnunet_raw(tmp_path / "Dataset905_Bad", num_cases=3, seed=0, spatial_size=(32, 32),
-                              rare_probability=1.0)
+    folder = write_nnunet_raw(
+        tmp_path / "Dataset905_Bad", num_cases=3, seed=0, spatial_size=(32, 32), rare_probability=1.0
+    )
     meta = json.loads((folder / "dataset.json").read_text())
     del meta["labels"]["rare"]  # the label files still contain 3
     (folder / "dataset.json").write_text(json.dumps(meta))
@@ -271,8 +318,9 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, case, match):
         args += ["--data", str(folder)]
     elif case == "nolabels":
         (tmp_path / "D" / "imagesTr").mkdir(parents=True)
-        (tmp_path / "D" / "dataset.json").write_text(json.dumps(
-            {"labels": {"background": 0, "a": 1}, "channel_names": {"0": "x"}, "file_ending": ".nii.gz"}))
+        (tmp_path / "D" / "dataset.json").write_text(
+            json.dumps({"labels": {"background": 0, "a": 1}, "channel_names": {"0": "x"}, "file_ending": ".nii.gz"})
+        )
         args += ["--data", str(tmp_path / "D")]
     rc = train_patches.main(args)
     err = capsys.readouterr().err
@@ -294,9 +342,18 @@ def test_bad_flag_one_line(capsys):
 @pytest.mark.slow
 def test_cli_bad_input_no_traceback(tmp_path):
     r = subprocess.run(
-        [sys.executable, str(EXAMPLES / "train_patches.py"), "--data", str(_dataset_with_bad_labels(tmp_path)),
-         "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, env=ENV, timeout=300,
+        [
+            sys.executable,
+            str(EXAMPLES / "train_patches.py"),
+            "--data",
+            str(_dataset_with_bad_labels(tmp_path)),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
     )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
@@ -309,8 +366,19 @@ def test_cli_bad_input_no_traceback(tmp_path):
 def test_cli_end_to_end_all_losses(tmp_path):
     out = tmp_path / "res"
     r = subprocess.run(
-        [sys.executable, str(EXAMPLES / "train_patches.py"), *TINY, "--out", str(out), "--losses", ",".join(ALL_LOSSES)],
-        capture_output=True, text=True, env=ENV, timeout=600,
+        [
+            sys.executable,
+            str(EXAMPLES / "train_patches.py"),
+            *TINY,
+            "--out",
+            str(out),
+            "--losses",
+            ",".join(ALL_LOSSES),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     _finite_results(out, ALL_LOSSES, classes=3)
@@ -323,16 +391,35 @@ def test_cli_end_to_end_all_losses(tmp_path):
 def test_ddp_two_processes_gloo(tmp_path):
     out = tmp_path / "ddp"
     r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-         str(EXAMPLES / "train_patches.py"), *TINY, "--out", str(out), "--losses", "mime,dice"],
-        capture_output=True, text=True, env=ENV, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_free_port()),
+            str(EXAMPLES / "train_patches.py"),
+            *TINY,
+            "--out",
+            str(out),
+            "--losses",
+            "mime,dice",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     res = _finite_results(out, ["mime", "dice"], classes=3)
     assert res["environment"]["world_size"] == 2
     # every held-out case evaluated once, gathered from both processes
-    assert [c["case_id"] for c in res["losses"]["dice"]["per_case"]] == ["synthetic_012", "synthetic_013",
-                                                                         "synthetic_014"]
+    assert [c["case_id"] for c in res["losses"]["dice"]["per_case"]] == [
+        "synthetic_012",
+        "synthetic_013",
+        "synthetic_014",
+    ]
     assert r.stdout.count("wrote ") == 1  # only rank 0 writes
 
 

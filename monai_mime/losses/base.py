@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -157,7 +157,9 @@ def _check_shapes(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor 
     if not isinstance(input, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError(f"input and target must be tensors, got {type(input).__name__} and {type(target).__name__}.")
     if input.ndim < 3:
-        raise ValueError(f"input must have shape (B, K, *spatial) with at least one spatial dim, got {tuple(input.shape)}.")
+        raise ValueError(
+            f"input must have shape (B, K, *spatial) with at least one spatial dim, got {tuple(input.shape)}."
+        )
     if not input.is_floating_point():
         raise TypeError(f"input must be a floating point tensor of logits or probabilities, got {input.dtype}.")
     expected_channels = (1, input.shape[1]) if label_map else (input.shape[1],)
@@ -167,12 +169,22 @@ def _check_shapes(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor 
         or target.shape[2:] != input.shape[2:]
         or target.shape[1] not in expected_channels
     ):
-        hint = "a label map (B, 1, *spatial)" if label_map else "a one-hot target (B, K, *spatial); pass to_onehot_y=True for a label map"
-        raise ValueError(f"target shape {tuple(target.shape)} does not match input {tuple(input.shape)}: expected {hint}.")
+        hint = (
+            "a label map (B, 1, *spatial)"
+            if label_map
+            else "a one-hot target (B, K, *spatial); pass to_onehot_y=True for a label map"
+        )
+        raise ValueError(
+            f"target shape {tuple(target.shape)} does not match input {tuple(input.shape)}: expected {hint}."
+        )
     if label_map and target.shape[1] != 1 and input.shape[1] > 1:
         raise ValueError(f"to_onehot_y=True expects a label map (B, 1, *spatial), got target {tuple(target.shape)}.")
-    if mask is not None and (mask.shape[0] != input.shape[0] or mask.shape[1] != 1 or mask.shape[2:] != input.shape[2:]):
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not match input {tuple(input.shape)}: expected (B, 1, *spatial).")
+    if mask is not None and (
+        mask.shape[0] != input.shape[0] or mask.shape[1] != 1 or mask.shape[2:] != input.shape[2:]
+    ):
+        raise ValueError(
+            f"mask shape {tuple(mask.shape)} does not match input {tuple(input.shape)}: expected (B, 1, *spatial)."
+        )
 
 
 def _check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int | None) -> None:
@@ -194,9 +206,12 @@ def _check_input_values(input: torch.Tensor, activation: Activation, uses_other_
         raise ValueError(f"input contains NaN or inf (values in [{low}, {high}]).")
     if activation == "none" and not uses_other_act and (low < 0 or high > 1):
         raise ValueError(
-            f"input values in [{low:.3g}, {high:.3g}] are not probabilities; pass softmax=True or sigmoid=True for logits."
+            f"input values in [{low:.3g}, {high:.3g}] are not probabilities; "
+            "pass softmax=True or sigmoid=True for logits."
         )
     if activation == "softmax" and low >= 0 and high <= 1:
         channel_sum = input.detach().sum(1, dtype=torch.float32)
         if torch.allclose(channel_sum, torch.ones_like(channel_sum), atol=1e-3):
-            raise ValueError("input already sums to 1 over the channels: pass logits with softmax=True, not probabilities.")
+            raise ValueError(
+                "input already sums to 1 over the channels: pass logits with softmax=True, not probabilities."
+            )

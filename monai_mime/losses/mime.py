@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 def _as_weight_vector(name: str, value: Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
     vector = torch.as_tensor(value, dtype=torch.float32).detach().clone()
     if vector.ndim != 1 or vector.numel() == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D sequence of per-class weights, got shape {tuple(vector.shape)}.")
+        raise ValueError(
+            f"{name} must be a non-empty 1-D sequence of per-class weights, got shape {tuple(vector.shape)}."
+        )
     if not torch.isfinite(vector).all() or (vector <= 0).any():
         raise ValueError(f"{name} must hold finite positive weights, got {vector.tolist()}.")
     return vector

@@ -40,7 +40,10 @@ def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _activate(x: torch.Tensor, activation: Activation) -> torch.Tensor:
-    """Probabilities in :func:`accumulation_dtype` from logits ``x`` ``(B, K, N)``, no float32 copy of ``x`` for softmax."""
+    """Probabilities in :func:`accumulation_dtype` from logits ``x`` ``(B, K, N)``.
+
+    No float32 copy of ``x`` is made for softmax.
+    """
     dtype = accumulation_dtype(x)
     if activation == "softmax":
         return torch.softmax(x, dim=1, dtype=dtype)

@@ -27,9 +27,10 @@ that kept the rare class alive on the built-in data (it over-segments on ACDC, w
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -122,14 +123,16 @@ class ClassStatistics(SourcesMixin):
             raise ValueError(f"{len(self.class_names)} class names for {k} classes")
 
     @classmethod
-    def _build(cls, counts: np.ndarray, **fields: Any) -> "ClassStatistics":
+    def _build(cls, counts: np.ndarray, **fields: Any) -> ClassStatistics:
         """From label counts: every non-ignored voxel has exactly one class, so ``|Ω_n| = Σ_k G_nk``."""
         return cls(counts=counts, voxels=np.asarray(counts).sum(axis=1), **fields)
 
     def __repr__(self) -> str:
-        return (f"ClassStatistics(num_images={self.num_images}, num_classes={self.num_classes}, "
-                f"total_counts={self.total_counts.tolist()}, ignore_index={self.ignore_index}, "
-                f"source={self.source!r})")
+        return (
+            f"ClassStatistics(num_images={self.num_images}, num_classes={self.num_classes}, "
+            f"total_counts={self.total_counts.tolist()}, ignore_index={self.ignore_index}, "
+            f"source={self.source!r})"
+        )
 
     # ------------------------------------------------------------------------------------------ derived values
     @property
@@ -189,7 +192,8 @@ class ClassStatistics(SourcesMixin):
                     raise ValueError(
                         f"class {k} ({self.class_names[k]}) {what} in the {self.num_images} images: its weight "
                         f"would be infinite; drop the class (regions / include_background=False) or pass "
-                        f"absent='one_voxel' (command line: --absent one_voxel)")
+                        f"absent='one_voxel' (command line: --absent one_voxel)"
+                    )
                 means[k] = scale.mean() / self.num_images
         return fg, bg
 
@@ -233,8 +237,9 @@ class ClassStatistics(SourcesMixin):
         a, b = fn(fg, bg, self.num_images, **params)
         return np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
 
-    def thresholds(self, mode: str | None = None, patch_size: Sequence[int] | int | None = None,
-                   **kwargs: Any) -> np.ndarray:
+    def thresholds(
+        self, mode: str | None = None, patch_size: Sequence[int] | int | None = None, **kwargs: Any
+    ) -> np.ndarray:
         """(K,) ``b_k / (a_k + b_k)``: the probability of class k above which Mime pushes a voxel towards k.
 
         Same arguments as :meth:`weights`.
@@ -243,7 +248,7 @@ class ClassStatistics(SourcesMixin):
         return b / (a + b)
 
     # ------------------------------------------------------------------------------------------- restructuring
-    def regions(self, regions: Sequence[int | Sequence[int]], names: Sequence[str] | None = None) -> "ClassStatistics":
+    def regions(self, regions: Sequence[int | Sequence[int]], names: Sequence[str] | None = None) -> ClassStatistics:
         """Statistics of regions, each a union of labels (nnU-Net region training, BraTS-style).
 
         Labels are disjoint, so a region's count is the sum of its labels' counts; ``voxels`` and ``ignored`` are
@@ -258,20 +263,32 @@ class ClassStatistics(SourcesMixin):
             region_names.append("+".join(self.class_names[x] for x in labels))
         return ClassStatistics(
             counts=np.stack(cols, axis=1) if cols else np.zeros((self.num_images, 0), np.int64),
-            voxels=self.voxels.copy(), ignored=self.ignored.copy(), case_ids=list(self.case_ids),
-            ignore_index=self.ignore_index, source=f"{self.source} regions={'/'.join(region_names)}",
-            fingerprint=self.fingerprint, class_names=list(names) if names is not None else region_names)
+            voxels=self.voxels.copy(),
+            ignored=self.ignored.copy(),
+            case_ids=list(self.case_ids),
+            ignore_index=self.ignore_index,
+            source=f"{self.source} regions={'/'.join(region_names)}",
+            fingerprint=self.fingerprint,
+            class_names=list(names) if names is not None else region_names,
+        )
 
-    def subset(self, case_ids: Sequence[str]) -> "ClassStatistics":
+    def subset(self, case_ids: Sequence[str]) -> ClassStatistics:
         """The statistics of some of the images (e.g. the training cases of a split), in the given order."""
         index = {c: i for i, c in enumerate(self.case_ids)}
         missing = [c for c in case_ids if c not in index]
         if missing:
             raise ValueError(f"cases not in these statistics: {', '.join(missing[:5])}")
         rows = [index[c] for c in case_ids]
-        return ClassStatistics(counts=self.counts[rows], voxels=self.voxels[rows], ignored=self.ignored[rows],
-                               case_ids=list(case_ids), ignore_index=self.ignore_index, source=self.source,
-                               fingerprint=self.fingerprint, class_names=list(self.class_names))
+        return ClassStatistics(
+            counts=self.counts[rows],
+            voxels=self.voxels[rows],
+            ignored=self.ignored[rows],
+            case_ids=list(case_ids),
+            ignore_index=self.ignore_index,
+            source=self.source,
+            fingerprint=self.fingerprint,
+            class_names=list(self.class_names),
+        )
 
     # ---------------------------------------------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
@@ -299,16 +316,21 @@ class ClassStatistics(SourcesMixin):
         }
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> "ClassStatistics":
+    def from_dict(cls, doc: Mapping[str, Any]) -> ClassStatistics:
         """Inverse of :meth:`to_dict` (the ``summary`` is recomputed, not read)."""
         try:
             images = doc["images"]
             k = int(doc["num_classes"])
             stats = cls(
                 counts=np.array([r["counts"] for r in images], dtype=np.int64).reshape(len(images), k),
-                voxels=[r["voxels"] for r in images], ignored=[r["ignored"] for r in images],
-                case_ids=[r["case"] for r in images], ignore_index=doc["ignore_index"], source=doc["source"],
-                fingerprint=doc["fingerprint"], class_names=doc["class_names"])
+                voxels=[r["voxels"] for r in images],
+                ignored=[r["ignored"] for r in images],
+                case_ids=[r["case"] for r in images],
+                ignore_index=doc["ignore_index"],
+                source=doc["source"],
+                fingerprint=doc["fingerprint"],
+                class_names=doc["class_names"],
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise CorruptStatisticsError(f"malformed statistics document: {type(e).__name__}: {e}") from None
         return stats
@@ -318,7 +340,7 @@ class ClassStatistics(SourcesMixin):
         return write_json_atomic(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path, num_classes: int | None = None) -> "ClassStatistics":
+    def load(cls, path: str | Path, num_classes: int | None = None) -> ClassStatistics:
         """Read a file written by :meth:`save`; a corrupt file raises
         :class:`~monai_mime.stats.cache.CorruptStatisticsError` (a ValueError), a different ``num_classes`` a
         ValueError."""

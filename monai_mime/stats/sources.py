@@ -11,10 +11,11 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -31,8 +32,8 @@ __all__ = [
     "SourcesMixin",
 ]
 
-PathLike = Union[str, os.PathLike]
-CacheArg = Union[bool, PathLike, None]
+PathLike = Union[str, os.PathLike]  # noqa: UP007 -- a runtime alias, `|` needs Python 3.10 objects
+CacheArg = Union[bool, PathLike, None]  # noqa: UP007
 
 #: File endings read by nibabel; others by SimpleITK.
 NIFTI_ENDINGS = (".nii.gz", ".nii")
@@ -306,7 +307,9 @@ def nnunet_training_cases(dataset_folder: PathLike, data_folder: PathLike, fold:
         _write_splits(splits_file, splits)
     if fold < len(splits):
         return [str(c) for c in splits[fold]["train"]]
-    warnings.warn(f"{splits_file} has {len(splits)} splits; fold {fold} uses nnU-Net's seeded random 80:20 split")
+    warnings.warn(
+        f"{splits_file} has {len(splits)} splits; fold {fold} uses nnU-Net's seeded random 80:20 split", stacklevel=2
+    )
     rnd = np.random.RandomState(seed=12345 + fold)
     keys = np.sort(identifiers)
     return [str(keys[i]) for i in rnd.choice(len(keys), int(len(keys) * 0.8), replace=False)]
@@ -410,26 +413,50 @@ class SourcesMixin:
         options: Mapping[str, Any] | None = None,
     ) -> Any:
         """Count files (or cases) through :func:`count_many`, with the cache around it."""
-        opts = {"source": source.split(":")[0], "reader": reader, "num_classes": num_classes,
-                "ignore_index": ignore_index, "negative_background": negative_background, **(options or {})}
+        opts = {
+            "source": source.split(":")[0],
+            "reader": reader,
+            "num_classes": num_classes,
+            "ignore_index": ignore_index,
+            "negative_background": negative_background,
+            **(options or {}),
+        }
         fp = _cache.fingerprint(fingerprint_files, opts)
-        cache_path = None if cache is None or cache is False else (
-            _cache.cache_file(root, opts) if cache is True else Path(cache))
+        cache_path = (
+            None
+            if cache is None or cache is False
+            else (_cache.cache_file(root, opts) if cache is True else Path(cache))
+        )
         if cache_path is not None:
             cached = _cache.load_cached(cache_path, fp, cls.from_dict)  # type: ignore[attr-defined]
             if cached is not None:
                 return cached
-        results = count_many(items, reader, num_workers=num_workers, progress=progress,
-                             num_classes=num_classes, ignore_index=ignore_index,
-                             negative_background=negative_background)
+        results = count_many(
+            items,
+            reader,
+            num_workers=num_workers,
+            progress=progress,
+            num_classes=num_classes,
+            ignore_index=ignore_index,
+            negative_background=negative_background,
+        )
         counts, ignored = _stack(results, num_classes)
-        stats = cls._build(counts=counts, ignored=ignored, case_ids=list(names), ignore_index=ignore_index,
-                           source=source, fingerprint=fp, class_names=class_names)
+        stats = cls._build(
+            counts=counts,
+            ignored=ignored,
+            case_ids=list(names),
+            ignore_index=ignore_index,
+            source=source,
+            fingerprint=fp,
+            class_names=class_names,
+        )
         if cache_path is not None:
             try:
                 stats.save(cache_path)
             except OSError as e:
-                warnings.warn(f"could not write the statistics cache {cache_path}: {e}", _cache.CacheWarning)
+                warnings.warn(
+                    f"could not write the statistics cache {cache_path}: {e}", _cache.CacheWarning, stacklevel=2
+                )
         return stats
 
     @classmethod
@@ -460,8 +487,14 @@ class SourcesMixin:
         if given is not None and len(ids) != len(given):
             raise ValueError(f"{len(given)} case ids for {len(ids)} label images")
         digest = hashlib.sha256(json.dumps([ids, counts.tolist(), ignored.tolist()]).encode()).hexdigest()
-        return cls._build(counts=counts, ignored=ignored, case_ids=ids, ignore_index=ignore_index,
-                          source="labels", fingerprint="sha256:" + digest)
+        return cls._build(
+            counts=counts,
+            ignored=ignored,
+            case_ids=ids,
+            ignore_index=ignore_index,
+            source="labels",
+            fingerprint="sha256:" + digest,
+        )
 
     @classmethod
     def from_folder(
@@ -480,9 +513,19 @@ class SourcesMixin:
         """
         files = list_label_files(path)
         names = [_strip_ending(f.name, NIFTI_ENDINGS + (".npy",) + SITK_ENDINGS) for f in files]
-        return cls._from_files(files, names, "file", fingerprint_files=files,
-                               source=f"folder:{Path(path).resolve()}", root=path, num_classes=num_classes,
-                               ignore_index=ignore_index, cache=cache, num_workers=num_workers, progress=progress)
+        return cls._from_files(
+            files,
+            names,
+            "file",
+            fingerprint_files=files,
+            source=f"folder:{Path(path).resolve()}",
+            root=path,
+            num_classes=num_classes,
+            ignore_index=ignore_index,
+            cache=cache,
+            num_workers=num_workers,
+            progress=progress,
+        )
 
     @classmethod
     def from_data_dicts(
@@ -506,10 +549,20 @@ class SourcesMixin:
             values = [d[label_key] for d in data]
             if values and all(isinstance(v, (str, os.PathLike)) for v in values):
                 names = [_strip_ending(Path(v).name, NIFTI_ENDINGS + SITK_ENDINGS) for v in values]
-                return cls._from_files(values, names, "monai", fingerprint_files=values, source="data_dicts",
-                                       root=Path(values[0]).parent, num_classes=num_classes,
-                                       ignore_index=ignore_index, cache=cache, num_workers=num_workers,
-                                       progress=progress, options={"label_key": label_key})
+                return cls._from_files(
+                    values,
+                    names,
+                    "monai",
+                    fingerprint_files=values,
+                    source="data_dicts",
+                    root=Path(values[0]).parent,
+                    num_classes=num_classes,
+                    ignore_index=ignore_index,
+                    cache=cache,
+                    num_workers=num_workers,
+                    progress=progress,
+                    options={"label_key": label_key},
+                )
             samples: Iterable[Any] = data
         else:
             samples = (data[i] for i in range(len(data)))
@@ -559,10 +612,21 @@ class SourcesMixin:
                 raise ValueError(f"{folder}: cases not in the dataset: {', '.join(missing[:5])}")
             files = {c: files[c] for c in cases}
         paths = list(files.values())
-        return cls._from_files(paths, list(files), "file", fingerprint_files=paths + [folder / "dataset.json"],
-                               source=f"nnunet_raw:{folder}", root=folder, num_classes=k, ignore_index=ignore,
-                               cache=cache, num_workers=num_workers, progress=progress, class_names=names,
-                               options=None if cases is None else {"cases": list(files)})
+        return cls._from_files(
+            paths,
+            list(files),
+            "file",
+            fingerprint_files=paths + [folder / "dataset.json"],
+            source=f"nnunet_raw:{folder}",
+            root=folder,
+            num_classes=k,
+            ignore_index=ignore,
+            cache=cache,
+            num_workers=num_workers,
+            progress=progress,
+            class_names=names,
+            options=None if cases is None else {"cases": list(files)},
+        )
 
     @classmethod
     def from_nnunet_preprocessed(
@@ -593,12 +657,18 @@ class SourcesMixin:
             raise FileNotFoundError(f"{plans_file}: no such plans file (run nnUNetv2_plan_and_preprocess)")
         plans = PlansManager(str(plans_file))
         if configuration is None:
-            done = [c for c in ("3d_fullres", "2d", "3d_lowres") if c in plans.available_configurations
-                    and (folder / plans.get_configuration(c).data_identifier).is_dir()]
+            done = [
+                c
+                for c in ("3d_fullres", "2d", "3d_lowres")
+                if c in plans.available_configurations
+                and (folder / plans.get_configuration(c).data_identifier).is_dir()
+            ]
             configuration = done[0] if done else "3d_fullres"
         if configuration not in plans.available_configurations:
-            raise ValueError(f"{plans_file}: no configuration {configuration!r} "
-                             f"(available: {', '.join(plans.available_configurations)})")
+            raise ValueError(
+                f"{plans_file}: no configuration {configuration!r} "
+                f"(available: {', '.join(plans.available_configurations)})"
+            )
         data_folder = folder / plans.get_configuration(configuration).data_identifier
         if not data_folder.is_dir():
             raise FileNotFoundError(f"{data_folder}: not preprocessed (run nnUNetv2_preprocess -c {configuration})")
@@ -608,9 +678,24 @@ class SourcesMixin:
         files = [p for p in data_folder.iterdir() if p.name.split(".")[0].removesuffix("_seg") in wanted]
         ending = {v: e for e, v in file_ending_dataset_mapping.items()}[infer_dataset_class(str(data_folder))]
         items = [(str(data_folder), c, ending) for c in case_ids]
-        return cls._from_files(items, case_ids, "nnunet", fingerprint_files=files,
-                               source=f"nnunet_preprocessed:{folder}", root=folder, num_classes=k,
-                               ignore_index=ignore, cache=cache, num_workers=num_workers, progress=progress,
-                               negative_background=True, class_names=names,
-                               options={"configuration": configuration, "fold": str(fold),
-                                        "plans": plans_identifier, "cases": sorted(case_ids)})
+        return cls._from_files(
+            items,
+            case_ids,
+            "nnunet",
+            fingerprint_files=files,
+            source=f"nnunet_preprocessed:{folder}",
+            root=folder,
+            num_classes=k,
+            ignore_index=ignore,
+            cache=cache,
+            num_workers=num_workers,
+            progress=progress,
+            negative_background=True,
+            class_names=names,
+            options={
+                "configuration": configuration,
+                "fold": str(fold),
+                "plans": plans_identifier,
+                "cases": sorted(case_ids),
+            },
+        )

@@ -45,8 +45,14 @@ class nnUNetTrainerDefault_CPUDemo(nnUNetTrainer_5epochs):
     """A short CPU budget with nnU-Net's own loss (Dice + CE), the baseline of the demos below: 5 epochs of 50
     iterations, batch size at most 4, one torch thread. Run with ``-device cpu`` and ``nnUNet_n_proc_DA=0``."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),  # noqa: B008 -- nnU-Net's signature
+    ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_iterations_per_epoch = 50
         self.num_val_iterations_per_epoch = 10

@@ -2,6 +2,7 @@
 
 nnU-Net imports every file of this folder as a top-level module, so this one holds absolute imports only.
 """
+
 from nnunet_trainers.trainers import (  # noqa: F401
     nnUNetTrainerGDL,
     nnUNetTrainerGDLCE,
