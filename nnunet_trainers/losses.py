@@ -132,7 +132,7 @@ class NnUNetLossAdapter(nn.Module):
         if self.ddp and getattr(self.loss, "batch", False) and _ddp_active():
             sums = self.loss.class_sums(output, target, mask)
             gathered = all_gather_batch_sums(sums)
-            return self.loss.loss_from_sums(type(sums)(*gathered))
+            return self.loss.loss_from_sums(type(sums)(*gathered), num_voxels=output[0, 0].numel())
         return self.loss(output, target, mask=mask)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -124,10 +124,13 @@ class ClassSumLoss(nn.Module):
         return sums
 
     # -- reduction ---------------------------------------------------------------------------------------------
-    def loss_from_sums(self, sums: ClassSums) -> torch.Tensor:
+    def loss_from_sums(self, sums: ClassSums, num_voxels: int | None = None) -> torch.Tensor:
         """The loss from ``(I, P, G)``: sum over the batch if ``batch``, then :meth:`formula`, then the reduction.
 
-        Adapters call it with sums gathered across processes (nnU-Net's DDP batch dice).
+        ``num_voxels`` is the number of spatial voxels of one image of the input the sums were taken over
+        (``forward`` passes it). The formulas of this module ignore it; a loss whose state is kept per voxel
+        (:class:`~monai_mime.AdaptiveMimeLoss`) needs it to mean the same thing at every output scale. Adapters call
+        this method with sums gathered across processes (nnU-Net's DDP batch dice) or computed by a fused compound.
         """
         if self.batch:
             sums = ClassSums(*(t.sum(0) for t in sums))
@@ -140,7 +143,7 @@ class ClassSumLoss(nn.Module):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The loss of ``input`` against ``target`` (see :meth:`class_sums` for the shapes)."""
-        loss = self.loss_from_sums(self.class_sums(input, target, mask))
+        loss = self.loss_from_sums(self.class_sums(input, target, mask), num_voxels=math.prod(input.shape[2:]))
         if self.reduction == "none":
             loss = loss.reshape(loss.shape + (1,) * (input.ndim - 2))
         return loss

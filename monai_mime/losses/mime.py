@@ -174,10 +174,10 @@ class AdaptiveMimeLoss(MimeLoss):
         self.a = 2 * (union - intersection) / union**2
         self.b = (2 * intersection / union**2).clamp_min(torch.finfo(torch.float32).tiny)
 
-    def loss_from_sums(self, sums: ClassSums) -> torch.Tensor:
+    def loss_from_sums(self, sums: ClassSums, num_voxels: int | None = None) -> torch.Tensor:
         if self.training and torch.is_grad_enabled() and self.momentum < 1.0:
             self.observe(sums)
-        return super().loss_from_sums(sums)
+        return super().loss_from_sums(sums, num_voxels)
 
     def extra_repr(self) -> str:
         return f"momentum={self.momentum}, " + super().extra_repr()
