@@ -33,7 +33,7 @@ import nibabel as nib
 import numpy as np
 
 from monai_mime.stats import ClassStatistics
-from monai_mime.stats.sources import list_label_files
+from monai_mime.stats.readers import list_label_files
 
 
 def make_volume(rng: np.random.Generator, size: int, num_classes: int) -> np.ndarray:
@@ -58,7 +58,7 @@ def write_dataset(folder: Path, n: int, size: int, num_classes: int, seed: int =
 
 
 def read_file(path: Path) -> int:
-    return int(np.asanyarray(nib.load(path).dataobj).size)
+    return int(np.asanyarray(nib.load(path).dataobj).size)  # type: ignore[attr-defined]
 
 
 def read_all(files: list[Path], workers: int) -> None:

@@ -262,7 +262,7 @@ def volume_ratio_per_class(
     if isinstance(pred, (np.ndarray, torch.Tensor)) and isinstance(gt, (np.ndarray, torch.Tensor)):
         pairs: Iterable[tuple[ArrayLike, ArrayLike]] = [(pred, gt)]
     else:
-        pairs = zip(pred, gt, strict=True)  # type: ignore[arg-type]
+        pairs = zip(pred, gt, strict=True)
     n = num_classes - _first(include_background)
     ps, gs = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     for p, g in pairs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 import torch
@@ -32,7 +33,9 @@ def test_agrees_with_monai_when_every_class_is_present(
     name: str, include_background: bool, batch: bool, reduction: str, activation: str
 ) -> None:
     ours, theirs = PAIRS[name]
-    kwargs = dict(include_background=include_background, batch=batch, reduction=reduction, to_onehot_y=True)
+    kwargs: dict[str, Any] = dict(
+        include_background=include_background, batch=batch, reduction=reduction, to_onehot_y=True
+    )
     kwargs[activation] = True
     logits, labels = _all_present_batch()
     x1 = logits.clone().requires_grad_()
@@ -97,7 +100,7 @@ def test_gdl_absent_class_takes_the_largest_present_weight_like_monai() -> None:
     logits = torch.randn(2, 3, 8, 8)
     labels = torch.randint(0, 2, (2, 1, 8, 8))  # class 2 absent everywhere, classes 0 and 1 present
     labels[:, 0, 0, :2] = torch.tensor([0, 1])
-    kwargs = dict(softmax=True, to_onehot_y=True)
+    kwargs: dict[str, Any] = dict(softmax=True, to_onehot_y=True)
     torch.testing.assert_close(
         GeneralizedSoftDiceLoss(**kwargs)(logits, labels), GeneralizedDiceLoss(**kwargs)(logits, labels)
     )
@@ -106,7 +109,7 @@ def test_gdl_absent_class_takes_the_largest_present_weight_like_monai() -> None:
 @pytest.mark.parametrize("w_type", ["square", "simple", "uniform"])
 def test_gdl_weight_types_match_monai(w_type: str) -> None:
     logits, labels = _all_present_batch()
-    kwargs = dict(softmax=True, to_onehot_y=True, w_type=w_type)
+    kwargs: dict[str, Any] = dict(softmax=True, to_onehot_y=True, w_type=w_type)
     torch.testing.assert_close(
         GeneralizedSoftDiceLoss(**kwargs)(logits, labels), GeneralizedDiceLoss(**kwargs)(logits, labels)
     )

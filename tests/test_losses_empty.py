@@ -3,6 +3,8 @@ batches, batches where a class is missing from one sample, and single voxels, in
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -13,7 +15,7 @@ from monai_mime import GeneralizedSoftDiceLoss, MimeLoss, SoftDiceLoss, VNetDice
 LOSSES = ["dice", "vnet", "gdl", "mime"]
 
 
-def _build(name: str, num_classes: int, include_background: bool, **kwargs: object) -> torch.nn.Module:
+def _build(name: str, num_classes: int, include_background: bool, **kwargs: Any) -> torch.nn.Module:
     if name == "mime":
         n = num_classes if include_background else num_classes - 1
         return MimeLoss([80.0] * n, [1.0] * n, include_background=include_background, **kwargs)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
 from monai_mime import GeneralizedSoftDiceLoss, MimeLoss, SoftDiceLoss
 
-LABEL_MAP = dict(softmax=True, to_onehot_y=True)
+LABEL_MAP: dict[str, Any] = dict(softmax=True, to_onehot_y=True)
 
 
 def test_mismatched_spatial_shape() -> None:

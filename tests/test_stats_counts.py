@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_mime.stats import ClassStatistics, CorruptStatisticsError, count_labels, sources
+from monai_mime.stats import ClassStatistics, CorruptStatisticsError, count_labels, counting
 from monai_mime.stats.counts import WEIGHT_MODES
 
 
@@ -49,7 +49,7 @@ def test_count_labels_ignore_index(k, ignore):
 @pytest.mark.parametrize("chunk", [4099, None])
 def test_count_labels_across_chunks(monkeypatch, chunk):
     if chunk:
-        monkeypatch.setattr(sources, "_CHUNK", chunk)
+        monkeypatch.setattr(counting, "_CHUNK", chunk)
     rng = np.random.default_rng(3)
     arr = rng.integers(0, 4, (3, 500, 401)).astype(np.uint8)  # 601,500 voxels: 3 chunks of 2**18 and a tail
     arr[rng.random(arr.shape) < 0.1] = 255
@@ -271,8 +271,10 @@ def test_dict_round_trip_and_save_load(tmp_path):
 
 def test_invalid_fields_rejected():
     with pytest.raises(ValueError, match="at most"):
-        ClassStatistics(counts=[[5, 11]], voxels=[10], ignored=[0], case_ids=["a"])
+        ClassStatistics(counts=np.array([[5, 11]]), voxels=np.array([10]), ignored=np.array([0]), case_ids=["a"])
     with pytest.raises(ValueError, match="class names"):
-        ClassStatistics(counts=[[5, 5]], voxels=[10], ignored=[0], case_ids=["a"], class_names=["x"])
+        ClassStatistics(
+            counts=np.array([[5, 5]]), voxels=np.array([10]), ignored=np.array([0]), case_ids=["a"], class_names=["x"]
+        )
     with pytest.raises(CorruptStatisticsError, match="malformed"):
         ClassStatistics.from_dict({"images": [{"case": "a"}], "num_classes": 2})

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from monai_mime.stats import ClassStatistics
-from monai_mime.stats.sources import nnunet_label_info
+from monai_mime.stats.nnunet_folds import nnunet_label_info
 
 
 @pytest.fixture(autouse=True)

@@ -5,8 +5,8 @@
 """
 
 from monai_mime.stats.cache import CacheWarning, CorruptStatisticsError
+from monai_mime.stats.counting import count_labels
 from monai_mime.stats.counts import ABSENT_RULES, DEFAULT_MODE, WEIGHT_MODES, ClassStatistics
-from monai_mime.stats.sources import count_labels
 
 __all__ = [
     "ABSENT_RULES",

@@ -95,7 +95,7 @@ class ClassStatistics(SourcesMixin):
         ignore_index: the ignore label value, or None.
         source: what was counted (e.g. ``"folder:/data/labels"``).
         fingerprint: hash of the inputs and counting options (the cache key).
-        class_names: K names (``dataset.json`` names for nnU-Net, else the label values).
+        class_names: K names (``dataset.json`` names for nnU-Net, else the label values; empty at construction: those).
     """
 
     counts: np.ndarray
@@ -105,7 +105,7 @@ class ClassStatistics(SourcesMixin):
     ignore_index: int | None = None
     source: str = ""
     fingerprint: str | None = None
-    class_names: list[str] | None = field(default=None)
+    class_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.counts = np.asarray(self.counts, dtype=np.int64)
@@ -118,7 +118,7 @@ class ClassStatistics(SourcesMixin):
         k = self.counts.shape[1]
         if (self.counts < 0).any() or (self.ignored < 0).any() or (self.counts > self.voxels[:, None]).any():
             raise ValueError("counts must be non-negative and at most the image's counted voxels")
-        self.class_names = [str(i) for i in range(k)] if self.class_names is None else list(self.class_names)
+        self.class_names = [str(n) for n in self.class_names or ()] or [str(i) for i in range(k)]
         if len(self.class_names) != k:
             raise ValueError(f"{len(self.class_names)} class names for {k} classes")
 
@@ -256,7 +256,7 @@ class ClassStatistics(SourcesMixin):
         """
         cols, region_names = [], []
         for r in regions:
-            labels = (int(r),) if np.isscalar(r) else tuple(int(x) for x in r)
+            labels = (int(r),) if isinstance(r, (int, np.integer)) else tuple(int(x) for x in r)
             if not labels or len(set(labels)) != len(labels) or not all(0 <= x < self.num_classes for x in labels):
                 raise ValueError(f"region {r}: labels must be distinct values in [0, {self.num_classes})")
             cols.append(self.counts[:, list(labels)].sum(axis=1))
@@ -323,8 +323,8 @@ class ClassStatistics(SourcesMixin):
             k = int(doc["num_classes"])
             stats = cls(
                 counts=np.array([r["counts"] for r in images], dtype=np.int64).reshape(len(images), k),
-                voxels=[r["voxels"] for r in images],
-                ignored=[r["ignored"] for r in images],
+                voxels=np.array([r["voxels"] for r in images], dtype=np.int64),
+                ignored=np.array([r["ignored"] for r in images], dtype=np.int64),
                 case_ids=[r["case"] for r in images],
                 ignore_index=doc["ignore_index"],
                 source=doc["source"],
