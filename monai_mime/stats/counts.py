@@ -93,7 +93,7 @@ class ClassStatistics(SourcesMixin):
         ignored: (N,) int64, voxels per image under the ignore label.
         case_ids: N image names.
         ignore_index: the ignore label value, or None.
-        source: what was counted (e.g. ``"folder:/data/labels"``).
+        source: what was counted, with the path as given (e.g. ``"folder:data/labels"``).
         fingerprint: hash of the inputs and counting options (the cache key).
         class_names: K names (``dataset.json`` names for nnU-Net, else the label values; empty at construction: those).
     """
