@@ -1,28 +1,46 @@
-"""AdaptiveMimeLoss: Eq. 2 at running averages of the sums, inside the linear map of Eq. 3."""
+"""AdaptiveMimeLoss: Eq. 2 at running per-voxel averages of the sums, inside the linear map of Eq. 3."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from monai_mime import AdaptiveMimeLoss, MimeLoss, get_loss
+from monai_mime import AdaptiveMimeLoss, ClassStatistics, MimeLoss, get_loss
 
 
-def test_starts_with_the_given_weights() -> None:
+def test_starts_with_the_given_weights_at_the_reference_size() -> None:
     a, b = [3.0, 0.3], [1.0, 0.1]
-    loss = AdaptiveMimeLoss(a, b)
+    loss = AdaptiveMimeLoss(a, b, reference_voxels=64)
     torch.testing.assert_close(loss.a, torch.tensor(a))
     torch.testing.assert_close(loss.b, torch.tensor(b))
-    # the operating point that gives them back through Eq. 2
-    union, intersection = loss.running_union, loss.running_intersection
+    # the operating point that gives them back through Eq. 2, kept as fractions of the 64 voxels
+    union, intersection = 64 * loss.running_union, 64 * loss.running_intersection
     torch.testing.assert_close(2 * (union - intersection) / union**2, torch.tensor(a))
+    torch.testing.assert_close(2 * intersection / union**2, torch.tensor(b))
+    # Eq. 2 at four times the voxels: the same fractions give a quarter of the weights
+    a4, b4 = loss.weights_at(256)
+    torch.testing.assert_close(a4, torch.tensor(a) / 4)
+    torch.testing.assert_close(b4, torch.tensor(b) / 4)
+
+
+def test_the_first_call_sets_the_reference_size_when_none_is_given() -> None:
+    loss = AdaptiveMimeLoss([0.2, 0.2], [0.1, 0.1], momentum=1.0, to_onehot_y=True)
+    assert not loss.started
+    with pytest.raises(RuntimeError, match="not known yet"):
+        loss.weights_at(10)
+    loss(torch.rand(2, 2, 6, 6), torch.randint(0, 2, (2, 1, 6, 6)))
+    assert loss.started and float(loss.reference_voxels) == 36
+    torch.testing.assert_close(loss.weights_at(36)[0], torch.tensor([0.2, 0.2]))
+    stats = ClassStatistics.from_labels([torch.randint(0, 2, (1, 16, 16)).numpy()], num_classes=2)
+    from_stats = AdaptiveMimeLoss.from_statistics(stats, patch_size=[8, 4])
+    assert float(from_stats.reference_voxels) == 32
 
 
 def test_weights_follow_equation_2_at_the_running_averages() -> None:
-    loss = AdaptiveMimeLoss([1.0, 1.0], [1.0, 1.0], momentum=0.5, to_onehot_y=True)
+    loss = AdaptiveMimeLoss([1.0, 1.0], [1.0, 1.0], momentum=0.5, to_onehot_y=True, reference_voxels=36)
     probs = torch.rand(4, 2, 6, 6)
     labels = torch.randint(0, 2, (4, 1, 6, 6))
-    start_u, start_i = loss.running_union.clone(), loss.running_intersection.clone()
+    start_u, start_i = 36 * loss.running_union, 36 * loss.running_intersection
     sums = loss.class_sums(probs, labels)
     loss(probs, labels)
     union = 0.5 * start_u + 0.5 * (sums.prediction + sums.ground_truth).mean(0)
@@ -54,34 +72,42 @@ def test_a_starved_class_gets_a_large_ratio() -> None:
 
 def test_eval_mode_and_momentum_one_freeze_the_weights() -> None:
     probs, labels = torch.rand(2, 2, 4, 4), torch.randint(0, 2, (2, 1, 4, 4))
-    frozen = AdaptiveMimeLoss([2.0, 2.0], [1.0, 1.0], momentum=1.0, to_onehot_y=True)
-    evaluating = AdaptiveMimeLoss([2.0, 2.0], [1.0, 1.0], momentum=0.5, to_onehot_y=True).eval()
-    plain = MimeLoss([2.0, 2.0], [1.0, 1.0], to_onehot_y=True)
+    frozen = AdaptiveMimeLoss([0.2, 0.2], [0.1, 0.1], momentum=1.0, to_onehot_y=True)
+    evaluating = AdaptiveMimeLoss([0.2, 0.2], [0.1, 0.1], momentum=0.5, to_onehot_y=True).eval()
+    plain = MimeLoss([0.2, 0.2], [0.1, 0.1], to_onehot_y=True)
     for loss in (frozen, evaluating):
         torch.testing.assert_close(loss(probs, labels), plain(probs, labels))
-        torch.testing.assert_close(loss.a, torch.tensor([2.0, 2.0]))
+        torch.testing.assert_close(loss.a, torch.tensor([0.2, 0.2]))
 
 
-def test_state_dict_carries_the_running_averages() -> None:
+def test_state_dict_carries_the_running_averages_and_the_reference_size() -> None:
     loss = AdaptiveMimeLoss([2.0, 2.0], [1.0, 1.0], momentum=0.5, to_onehot_y=True)
     loss(torch.rand(2, 2, 4, 4), torch.randint(0, 2, (2, 1, 4, 4)))
     restored = AdaptiveMimeLoss([1.0, 1.0], [1.0, 1.0])
     restored.load_state_dict(loss.state_dict())
-    torch.testing.assert_close(restored.a, loss.a)
-    torch.testing.assert_close(restored.running_union, loss.running_union)
+    assert set(loss.state_dict()) == {"a", "b", "running_intersection", "running_union", "reference_voxels"}
+    for name, value in loss.state_dict().items():
+        torch.testing.assert_close(restored.state_dict()[name], value)
+    torch.testing.assert_close(restored.weights_at(100), loss.weights_at(100))
 
 
-def test_registry_and_bad_momentum() -> None:
+def test_registry_and_bad_arguments() -> None:
     assert isinstance(get_loss("mime_adaptive", a=[1.0], b=[1.0]), AdaptiveMimeLoss)
     with pytest.raises(ValueError, match="momentum"):
         AdaptiveMimeLoss([1.0], [1.0], momentum=1.5)
+    with pytest.raises(ValueError, match="reference_voxels"):
+        AdaptiveMimeLoss([1.0], [1.0], reference_voxels=0)
+    loss = AdaptiveMimeLoss([1.0, 1.0], [1.0, 1.0], to_onehot_y=True)
+    sums = loss.class_sums(torch.rand(2, 2, 4, 4), torch.randint(0, 2, (2, 1, 4, 4)))
+    with pytest.raises(ValueError, match="needs num_voxels"):
+        loss.loss_from_sums(sums)
 
 
 def test_a_loss_computed_without_gradients_does_not_move_the_weights() -> None:
-    loss = AdaptiveMimeLoss([2.0, 2.0], [1.0, 1.0], momentum=0.5, to_onehot_y=True)
+    loss = AdaptiveMimeLoss([0.2, 0.2], [0.1, 0.1], momentum=0.5, to_onehot_y=True)
     with torch.no_grad():
         loss(torch.rand(2, 2, 4, 4), torch.randint(0, 2, (2, 1, 4, 4)))
-    torch.testing.assert_close(loss.a, torch.tensor([2.0, 2.0]))
+    torch.testing.assert_close(loss.a, torch.tensor([0.2, 0.2]))
 
 
 def test_several_calls_before_one_backward_like_deep_supervision() -> None:
@@ -90,5 +116,5 @@ def test_several_calls_before_one_backward_like_deep_supervision() -> None:
     labels = torch.randint(0, 2, (2, 1, 8, 8))
     total = loss(logits, labels) + 0.5 * loss(logits[..., ::2, ::2], labels[..., ::2, ::2])
     total.backward()
-    assert torch.isfinite(logits.grad).all()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
     assert "a" in dict(loss.named_buffers()) and not torch.equal(loss.a, torch.tensor([2.0, 2.0]))
