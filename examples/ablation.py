@@ -1,6 +1,6 @@
 """Which a/b make Mime work? An ablation of Mime's weight modes against the Dice variants and cross-entropy.
 
-Every setting trains the same network from the same seed with the same budget (``examples/patch_training.py``);
+Every setting trains the same network from the same seed with the same budget (``examples/patch_training/``);
 each (budget, seed, setting) is one run with its own folder, skipped when its ``results.json`` exists, so an
 interrupted ablation resumes where it stopped. Training uses the dataset's "train" list, scores use "val"::
 
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch-size", default="128", help="2D patch size (default 128)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps-per-epoch", type=int, default=250)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (0: torch's default)")
     parser.add_argument("--out", default="results/ablation")
     parser.add_argument("--summarize-only", action="store_true", help="rebuild the tables from finished runs")
     args = parser.parse_args(argv)
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         size = tuple(int(p) for p in args.patch_size.split(","))
         config = ExperimentConfig(
             data=args.data,
-            patch_size=size * 2 if len(size) == 1 else size,  # type: ignore[arg-type]
+            patch_size=size * 2 if len(size) == 1 else size,
             batch_size=args.batch_size,
             steps_per_epoch=args.steps_per_epoch,
             threads=args.threads,

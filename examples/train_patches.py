@@ -12,7 +12,7 @@ Loss specs: ``name[:key=value[:key=value...]]``, comma-separated; ``name`` is a 
 ``dice``, ``vnet``, ``gdl``, ``ce`` or your own). For ``mime``: ``mode=`` is the a/b weight mode of
 ``ClassStatistics.weights`` and other keys its parameters (``overlap=``, ``gamma=``), ``patch=false`` turns
 off the rescaling of the statistics to the patch size; loss options (``include_background=false``,
-``batch=true``...) go to the loss. See ``examples/patch_training.py`` for details and the Python API.
+``batch=true``...) go to the loss. See ``examples/patch_training/`` (specs.py) for details and the Python API.
 
 Writes into --out: results.json, results.md (tables in the paper's style), results.png and
 checkpoints/<loss>.pt. Bad input gives one line on stderr and exit status 2.

@@ -1,0 +1,183 @@
+"""Loss specs: ``name[:key=value[:key=value...]]`` parsed into :class:`LossSpec` and built through the registry.
+
+A list of specs is comma-separated. ``name`` is a registered loss (:func:`monai_mime.list_losses`). Values are
+parsed as ``true``/``false``, ``none``, integers, floats, or lists of numbers written ``1/2/3``; anything else
+stays a string. Every loss gets ``to_onehot_y=True, softmax=True`` (when it accepts them) plus the spec's options,
+e.g. ``dice:include_background=false``, ``gdl:w_type=simple``, ``ce``. Every loss is called as
+``loss(logits (B, K, *spatial), labels (B, 1, *spatial))``. For ``mime`` and every other name that builds a
+:class:`monai_mime.MimeLoss` (``mime_adaptive``, your own subclasses), unless ``a=`` and ``b=`` are given
+explicitly:
+
+- ``mode=M`` picks the weight mode of :meth:`ClassStatistics.weights` (default: its default);
+- ``patch=false`` uses per-image statistics instead of rescaling them to the training patch size;
+- constructor options (``include_background``, ``batch``, ``reduction``, ``momentum``...) go to the loss;
+- any other option goes to ``ClassStatistics.weights`` as a mode parameter (``overlap=0.5``, ``gamma=0.5``).
+
+The spec text (whitespace removed) names the run in ``results.json``, ``results.md`` and the checkpoint.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .config import ExperimentError
+
+__all__ = ["LossSpec", "build_loss", "parse_loss_specs"]
+
+
+_SPEC_RE = re.compile(r"^[A-Za-z_][\w.\-]*$")
+
+
+def _parse_value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "null"):
+        return None
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    if "/" in text:
+        try:
+            return [float(p) for p in text.split("/")]
+        except ValueError:
+            pass
+    return text
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One loss to train: a registered ``name`` and its ``options``; ``text`` is its label."""
+
+    name: str
+    options: dict[str, Any]
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> LossSpec:
+        """Parse ``name[:key=value...]`` (see the module docstring); raise :class:`ExperimentError` if malformed."""
+        text = re.sub(r"\s+", "", text)
+        name, *parts = text.split(":")
+        if not name or not _SPEC_RE.match(name):
+            raise ExperimentError(f"bad loss spec {text!r}: expected name[:key=value[:key=value...]]")
+        options: dict[str, Any] = {}
+        for part in parts:
+            key, eq, value = part.partition("=")
+            if not eq or not key.isidentifier():
+                raise ExperimentError(f"bad option {part!r} in loss spec {text!r}: expected key=value")
+            if key in options:
+                raise ExperimentError(f"option {key!r} given twice in loss spec {text!r}")
+            options[key] = _parse_value(value)
+        return cls(name=name, options=options, text=text)
+
+
+def parse_loss_specs(specs: str | Sequence[str]) -> list[LossSpec]:
+    """Parse a comma-separated string (or a list of specs) and check the names against the registry."""
+    from monai_mime import list_losses
+
+    items = specs.split(",") if isinstance(specs, str) else [s for x in specs for s in str(x).split(",")]
+    items = [s.strip() for s in items if s.strip()]
+    if not items:
+        raise ExperimentError("no loss given")
+    parsed = [LossSpec.parse(s) for s in items]
+    known = list_losses()
+    for p in parsed:
+        if p.name not in known:
+            raise ExperimentError(f"unknown loss {p.name!r}; registered losses: {', '.join(known)}")
+    seen: set[str] = set()
+    for p in parsed:
+        if p.text in seen:
+            raise ExperimentError(f"loss spec {p.text!r} given twice")
+        seen.add(p.text)
+    return parsed
+
+
+def _constructor_kwargs(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in inspect.getmro(cls):
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
+                names.add(p.name)
+    return names
+
+
+_MIME_CLASSES: dict[str, type | None] = {}
+
+
+def _mime_class(name: str) -> type | None:
+    """The MimeLoss subclass a registered name builds (``mime``, ``mime_adaptive``, user ones), else None.
+
+    Found by building the loss from dummy ``a``/``b``: a Mime-like factory accepts them, the others refuse."""
+    from monai_mime import MimeLoss, get_loss
+
+    if name not in _MIME_CLASSES:
+        try:
+            probe = get_loss(name, a=[1.0, 1.0], b=[1.0, 1.0])
+        except Exception:  # noqa: BLE001 - any refusal means "not a Mime-like loss"
+            probe = None
+        _MIME_CLASSES[name] = type(probe) if isinstance(probe, MimeLoss) else None
+    return _MIME_CLASSES[name]
+
+
+def build_loss(
+    spec: LossSpec | str,
+    stats: Any = None,
+    patch_size: Sequence[int] | None = None,
+) -> nn.Module:
+    """Instantiate ``spec`` through the registry, for logits ``(B, K, H, W)`` and label maps ``(B, 1, H, W)``.
+
+    Args:
+        spec: a :class:`LossSpec` or its text.
+        stats: :class:`monai_mime.ClassStatistics` of the training labels (needed by ``mime`` without a/b).
+        patch_size: training patch size, for Mime's patch rescaling (``patch=false`` turns it off).
+
+    Raises:
+        ExperimentError: bad options (the loss's own error message, on one line).
+    """
+    from monai_mime import get_loss
+
+    if isinstance(spec, str):
+        spec = LossSpec.parse(spec)
+    opts = dict(spec.options)
+    defaults: dict[str, Any] = {"to_onehot_y": True, "softmax": True}
+    mime_class = _mime_class(spec.name)
+    try:
+        if mime_class is not None and not ("a" in opts or "b" in opts):
+            if stats is None:
+                raise ExperimentError(f"{spec.name} needs dataset statistics (or explicit a= and b=)")
+            use_patch = bool(opts.pop("patch", True))
+            mode = opts.pop("mode", None)
+            ctor_names = _constructor_kwargs(mime_class)
+            ctor = {k: opts.pop(k) for k in list(opts) if k in ctor_names}
+            return get_loss(
+                spec.name,
+                stats=stats,
+                mode=mode,
+                patch_size=tuple(patch_size) if (use_patch and patch_size is not None) else None,
+                weight_kwargs=opts,
+                **{**defaults, **ctor},
+            )
+        try:
+            return get_loss(spec.name, **{**defaults, **opts})
+        except TypeError as e:
+            if not any(k in str(e) for k in defaults):
+                raise
+            return get_loss(spec.name, **opts)
+    except ExperimentError:
+        raise
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExperimentError(f"loss {spec.text!r}: {msg}") from None

@@ -1,0 +1,201 @@
+"""The model (a MONAI ``UNet``) and its training loop with one loss: Adam, AMP on CUDA, DDP under torchrun."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .cases import PreparedData
+from .config import ExperimentConfig
+from .runtime import Runtime, bars_on, log, progress, resolve_device, track_meta
+from .sampling import PatchSampler, train_transform
+from .specs import LossSpec, build_loss
+
+__all__ = ["build_model", "train_model"]
+
+
+def build_model(in_channels: int, num_classes: int, config: ExperimentConfig) -> nn.Module:
+    """MONAI 2D ``UNet`` with ``config.channels`` feature maps (stride 2 between levels)."""
+    from monai.networks.nets import UNet
+
+    return UNet(
+        spatial_dims=2,
+        in_channels=in_channels,
+        out_channels=num_classes,
+        channels=tuple(config.channels),
+        strides=(2,) * (len(config.channels) - 1),
+        num_res_units=config.num_res_units,
+    )
+
+
+def train_model(
+    spec: LossSpec,
+    data: PreparedData,
+    config: ExperimentConfig,
+    rt: Runtime | None = None,
+    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train one model with the loss ``spec`` (seeded by ``config.seed``).
+
+    Args:
+        spec: the loss.
+        data: from :func:`prepare_data`.
+        config: the settings.
+        rt: runtime (device, DDP rank); default: single process on ``config.device``.
+        on_epoch_end: called as ``on_epoch_end(epoch, model)`` (epoch counted from 1, unwrapped model) after
+            every epoch, on every process; the model is put back in training mode afterwards.
+
+    Returns:
+        The unwrapped model and a dict with ``loss_per_epoch``, ``loss_curve`` (``[step, mean loss over the
+        last steps]``), ``train_time_s`` (without the callbacks), ``steps``, ``diverged`` and, for Mime, ``a``,
+        ``b`` and ``threshold = b / (a + b)``.
+    """
+    from monai.data import DataLoader, Dataset
+    from monai.utils import set_determinism
+
+    rt = rt or Runtime(resolve_device(config.device))
+    set_determinism(seed=config.seed)  # python, numpy, torch seeds (and cudnn.deterministic, undone below)
+    model = build_model(data.in_channels, data.num_classes, config).to(rt.device)
+    loss_fn = build_loss(spec, data.statistics(), config.patch_size).to(rt.device)
+    info: dict[str, Any] = {}
+    ab_start = _weights(loss_fn)
+    net: nn.Module = model
+    if rt.distributed:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device] if rt.device.type == "cuda" else None)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=rt.amp and config.amp)
+    use_amp = rt.amp and config.amp
+
+    transform = train_transform(config.patch_size)
+    transform.set_random_state(seed=config.seed + 7919 * rt.rank)
+    dataset = Dataset(data.train_items, transform=transform)
+    sampler = PatchSampler(
+        len(data.train_items),
+        config.steps_per_epoch * config.batch_size,
+        num_replicas=rt.world_size,
+        rank=rt.rank,
+        seed=config.seed,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        pin_memory=rt.device.type == "cuda",
+        drop_last=True,
+        generator=torch.Generator().manual_seed(config.seed + rt.rank),
+        persistent_workers=config.num_workers > 0,
+    )
+    if rt.device.type == "cuda":  # speed over bitwise reproducibility on GPUs
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
+
+    t0 = time.perf_counter()
+    with track_meta(False):
+        per_epoch, curve, step, diverged, callback_time = _train_epochs(
+            spec, net, loss_fn, opt, scaler, use_amp, loader, sampler, config, rt, t0, model, on_epoch_end
+        )
+    if rt.device.type == "cuda":
+        torch.cuda.synchronize(rt.device)
+    ab_end = _weights(loss_fn)
+    if ab_end is not None and ab_start is not None:
+        a, b = ab_end
+        info.update(a=a.tolist(), b=b.tolist(), threshold=(b / (a + b)).tolist())
+        if not (torch.equal(ab_start[0], a) and torch.equal(ab_start[1], b)):  # weights that move (adaptive)
+            info.update(a_initial=ab_start[0].tolist(), b_initial=ab_start[1].tolist())
+    info.update(
+        loss_per_epoch=per_epoch,
+        loss_curve=curve,
+        train_time_s=time.perf_counter() - t0 - callback_time,
+        steps=step,
+        diverged=diverged,
+    )
+    return model, info
+
+
+def _weights(loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Mime's (a, b) as float64 CPU tensors, or None for losses without them."""
+    a, b = getattr(loss_fn, "a", None), getattr(loss_fn, "b", None)
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.detach().double().cpu().clone(), b.detach().double().cpu().clone()
+    return None
+
+
+def _train_epochs(
+    spec: LossSpec,
+    net: nn.Module,
+    loss_fn: nn.Module,
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    use_amp: bool,
+    loader: Any,
+    sampler: PatchSampler,
+    config: ExperimentConfig,
+    rt: Runtime,
+    t0: float,
+    model: nn.Module,
+    on_epoch_end: Callable[[int, nn.Module], None] | None,
+) -> tuple[list[float], list[list[float]], int, bool, float]:
+    per_epoch: list[float] = []
+    curve: list[list[float]] = []
+    window = max(1, (config.epochs * config.steps_per_epoch) // 200)
+    step, diverged, callback_time = 0, False, 0.0
+    for epoch in range(config.epochs):
+        sampler.set_epoch(epoch)
+        net.train()
+        losses: list[torch.Tensor] = []
+        bar = progress(
+            loader,
+            total=len(loader),
+            desc=f"{spec.text} {epoch + 1}/{config.epochs}",
+            config=config,
+            enabled=rt.is_main,
+        )
+        for batch in bar:
+            x = batch["image"].to(rt.device, non_blocking=True).float()
+            y = batch["label"].to(rt.device, non_blocking=True).long()
+            with torch.autocast(device_type=rt.device.type, dtype=torch.float16, enabled=use_amp):
+                logits = net(x)
+                loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            losses.append(loss.detach().float())
+            step += 1
+            if step % 20 == 0 and hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{float(torch.stack(losses[-20:]).mean()):.4g}")
+        vals = torch.stack(losses).cpu().double()
+        mean = vals.mean()
+        if rt.distributed:
+            import torch.distributed as dist
+
+            t = mean.to(rt.device if rt.device.type == "cuda" else "cpu").float()
+            dist.all_reduce(t)
+            mean = t.double().cpu() / rt.world_size
+        per_epoch.append(float(mean))
+        arr = vals.numpy()
+        base = step - len(arr)
+        for s in range(0, len(arr), window):
+            curve.append([base + min(s + window, len(arr)), float(arr[s : s + window].mean())])
+        if not bars_on(config):
+            log(
+                f"[{spec.text}] epoch {epoch + 1}/{config.epochs} loss {float(mean):.5g} "
+                f"({time.perf_counter() - t0:.0f} s)",
+                rt,
+            )
+        if not math.isfinite(float(mean)):
+            diverged = True
+            log(f"[{spec.text}] loss is not finite at epoch {epoch + 1}: training stopped", rt)
+            break
+        if on_epoch_end is not None:
+            tc = time.perf_counter()
+            with track_meta(True):
+                on_epoch_end(epoch + 1, model)
+            callback_time += time.perf_counter() - tc
+    return per_epoch, curve, step, diverged, callback_time

@@ -1,0 +1,79 @@
+"""Loss specs of the patch-training example (examples/patch_training/specs.py): parsing and building losses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _patch_example import ALL_LOSSES, pt
+
+
+# ============================================================================================ loss specs
+def test_parse_loss_specs():
+    specs = pt.parse_loss_specs("mime, dice ,mime:mode=dice:overlap=0.5,gdl:w_type=simple,mime:a=1/2/3:b=1/1/1")
+    assert [s.name for s in specs] == ["mime", "dice", "mime", "gdl", "mime"]
+    assert specs[2].text == "mime:mode=dice:overlap=0.5"
+    assert specs[2].options == {"mode": "dice", "overlap": 0.5}
+    assert specs[3].options == {"w_type": "simple"}
+    assert specs[4].options == {"a": [1.0, 2.0, 3.0], "b": [1.0, 1.0, 1.0]}
+    assert pt.LossSpec.parse("dice:include_background=false:batch=true:smooth_nr=0").options == {
+        "include_background": False,
+        "batch": True,
+        "smooth_nr": 0,
+    }
+    assert [s.text for s in pt.parse_loss_specs(["dice,vnet", "ce"])] == ["dice", "vnet", "ce"]
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("focal", "unknown loss 'focal'"),
+        ("dice,dice", "given twice"),
+        ("mime:mode", "expected key=value"),
+        ("mime:mode=a:mode=b", "given twice"),
+        ("", "no loss"),
+        ("1dice", "bad loss spec"),
+    ],
+)
+def test_bad_loss_specs(text, match):
+    with pytest.raises(pt.ExperimentError, match=match):
+        pt.parse_loss_specs(text)
+
+
+def test_build_losses_from_specs():
+    from monai_mime import MimeLoss
+    from monai_mime.stats import ClassStatistics
+
+    rng = np.random.default_rng(0)
+    labels = [rng.integers(0, 4, size=(16, 16)) for _ in range(4)]
+    stats = ClassStatistics.from_labels(labels, num_classes=4)
+    x = torch.randn(2, 4, 16, 16, requires_grad=True)
+    y = torch.randint(0, 4, (2, 1, 16, 16))
+    for text in ALL_LOSSES + [
+        "gdl:w_type=simple",
+        "dice:include_background=false",
+        "mime:mode=dice:overlap=0.5",
+        "mime_adaptive:mode=dice:overlap=0.5:momentum=0.9",
+        "mime:include_background=false:patch=false",
+        "mime:a=1/2/3/4:b=1/1/1/1",
+    ]:
+        loss = pt.build_loss(text, stats, patch_size=(8, 8))
+        value = loss(x, y)
+        assert value.ndim == 0 and torch.isfinite(value), text
+        value.backward()
+    adaptive = pt.build_loss("mime_adaptive:momentum=0.9", stats, (8, 8))
+    assert isinstance(adaptive, MimeLoss) and type(adaptive).__name__ == "AdaptiveMimeLoss"
+    nobg = pt.build_loss("mime:include_background=false", stats, (8, 8))
+    assert isinstance(nobg, MimeLoss) and nobg.a.numel() == 3
+    full = pt.build_loss("mime:patch=false", stats, (8, 8))
+    patch = pt.build_loss("mime", stats, (8, 8))
+    assert not torch.allclose(full.a, patch.a)  # rescaled to the patch
+    for bad, match in [
+        ("mime:mode=nope", "unknown weight mode"),
+        ("dice:nonsense=1", "nonsense"),
+        ("mime:mode=dice:gamma=2", "gamma"),
+    ]:
+        with pytest.raises(pt.ExperimentError, match=match):
+            pt.build_loss(bad, stats, (8, 8))
+    with pytest.raises(pt.ExperimentError, match="statistics"):
+        pt.build_loss("mime", None, (8, 8))
