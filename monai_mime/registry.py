@@ -1,7 +1,13 @@
 """A name → loss registry, so that configs, command lines and the examples pick losses by name.
 
+Every registered name ``X`` other than ``"ce"``, the user's own included, also answers to ``"X+ce"``:
+:class:`~monai_mime.losses.compound.CompoundCELoss` around ``get_loss("X", ...)``, i.e.
+``lambda_overlap · X + lambda_ce · CE`` (one pass over the logits for label maps with softmax). :func:`list_losses`
+lists the registered base names only.
+
 >>> from monai_mime import get_loss, register_loss
 >>> loss = get_loss("dice", softmax=True, to_onehot_y=True)
+>>> loss = get_loss("mime+ce", a=[1.0, 40.0], b=[1.0, 1.0], softmax=True, to_onehot_y=True, lambda_ce=0.5)
 >>> @register_loss("my_loss")
 ... class MyLoss(nn.Module): ...
 """
@@ -15,15 +21,18 @@ from torch import nn
 
 from monai_mime.losses import (
     AdaptiveMimeLoss,
+    CompoundCELoss,
     CrossEntropyLoss,
     GeneralizedSoftDiceLoss,
     MimeLoss,
     SoftDiceLoss,
     VNetDiceLoss,
 )
+from monai_mime.losses.compound import split_compound_arguments
 
 LossFactory = Callable[..., nn.Module]
 F = TypeVar("F", bound=LossFactory)
+COMPOUND_SUFFIX = "+ce"
 
 _REGISTRY: dict[str, LossFactory] = {}
 
@@ -41,7 +50,7 @@ def register_loss(name: str) -> Callable[[F], F]:
 
 
 def list_losses() -> list[str]:
-    """The registered loss names, sorted."""
+    """The registered loss names, sorted (each name ``X`` but ``"ce"`` also answers to ``"X+ce"``)."""
     return sorted(_REGISTRY)
 
 
@@ -51,11 +60,23 @@ def get_loss(name: str, **kwargs: Any) -> nn.Module:
     ``"mime"`` and ``"mime_adaptive"`` take either ``a=`` and ``b=`` or ``stats=`` (a
     :class:`~monai_mime.ClassStatistics`, with the optional ``mode``, ``patch_size`` and ``weight_kwargs`` of
     :meth:`MimeLoss.from_statistics`).
+
+    ``"X+ce"`` builds ``CompoundCELoss(get_loss("X", **rest), **own)`` where ``own`` are the compound's arguments
+    (``lambda_overlap`` or its alias ``lambda_dice``, ``lambda_ce``, ``weight``, ``label_smoothing``) and ``rest``
+    the others.
     """
+    if name not in _REGISTRY and name.endswith(COMPOUND_SUFFIX):
+        base = name[: -len(COMPOUND_SUFFIX)]
+        if base in _REGISTRY and base != "ce":
+            own, rest = split_compound_arguments(kwargs)
+            return CompoundCELoss(get_loss(base, **rest), **own)
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown loss {name!r}; registered losses: {', '.join(list_losses())}.") from None
+        raise KeyError(
+            f"unknown loss {name!r}; registered losses: {', '.join(list_losses())} "
+            f"(each but 'ce' also as NAME{COMPOUND_SUFFIX})."
+        ) from None
     return factory(**kwargs)
 
 

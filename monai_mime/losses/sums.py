@@ -19,7 +19,10 @@ All sums accumulate in float32 (float64 for float64 inputs), also for float16 / 
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -52,19 +55,98 @@ def _activate(x: torch.Tensor, activation: Activation) -> torch.Tensor:
     return x.to(dtype)
 
 
+def bucket_sums(labels: torch.Tensor, values: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """``out[b, k] = Σ_i values[b, i] · [labels[b, i] = k]`` (``values=None``: 1), in ``values``' dtype (float32).
+
+    ``labels`` ``(B, N)`` int64 in ``[0, K)``. A scatter-add into ``(B, K)`` buckets.
+    """
+    if values is None:
+        values = torch.ones((), dtype=torch.float32, device=labels.device).expand(labels.shape)
+    return values.new_zeros((labels.shape[0], num_classes)).scatter_add_(1, labels, values)
+
+
+def probability_sums(
+    s: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor | None, squared: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(I, P, G)`` from probabilities ``s`` ``(B, K, N)`` and a label map (see the module docstring)."""
+    s_t = s.gather(1, labels.unsqueeze(1)).squeeze(1)
+    intersection = bucket_sums(labels, s_t if valid is None else s_t * valid, s.shape[1])
+    ground_truth = bucket_sums(labels, valid, s.shape[1]).to(s.dtype)
+    mass = s * s if squared else s
+    prediction = mass.sum(-1) if valid is None else torch.bmm(mass, valid.unsqueeze(-1)).squeeze(-1)
+    return intersection, prediction, ground_truth
+
+
+def logit_gradient_(
+    s: torch.Tensor,
+    labels: torch.Tensor,
+    valid: torch.Tensor | None,
+    grad_i: torch.Tensor,
+    grad_p: torch.Tensor,
+    activation: Activation,
+    squared: bool,
+    ce_scale: torch.Tensor | None = None,
+    ce_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """The gradient with respect to the logits, written into the probabilities ``s`` ``(B, K, N)`` channel by channel.
+
+    From the upstream ``gI, gP`` ``(B, K)`` the gradient with respect to the probabilities is
+    ``ω[b,k,i] = v_i (gP[b,k] · (2 s[b,k,i] if squared else 1) + gI[b,k] y[b,k,i])``; it is mapped to the logits by
+    the activation's Jacobian: ``s ⊙ (ω − Σ_k s_k ω_k)`` for softmax, ``ω ⊙ s (1 − s)`` for sigmoid, ``ω`` for none.
+
+    ``ce_scale`` (softmax only) adds the gradient of a cross-entropy term ``c · Σ_i v_i CE_i`` with label smoothing
+    ``ε``, ``c · v_i (s − (1 − ε) y − ε / K)``: the ``c s`` part rides in the same channel loop as the softmax
+    Jacobian (``s_k (c_k − mean + c)``), the ``y`` part in the same scatter as the intersection's.
+    """
+    grad_i, grad_p = grad_i.to(s.dtype), grad_p.to(s.dtype)
+    # the y-part of ω sits on channel t_i only: y_term is its image under the activation's Jacobian there
+    y_term = grad_i.gather(1, labels)  # gI[b, t_i]
+    if activation != "none":
+        s_t = s.gather(1, labels.unsqueeze(1)).squeeze(1)
+        y_term.mul_(s_t if activation == "softmax" else s_t * (1 - s_t))
+        del s_t
+    if activation == "softmax":
+        # Σ_k s_k ω_k = Σ_k s_k c_k + s_t gI_t, with c_k = gP_k (· 2 s_k if squared)
+        if squared:
+            mean = y_term.clone()
+            for k in range(s.shape[1]):
+                mean.addcmul_(s[:, k] * s[:, k], grad_p[:, k : k + 1], value=2)
+        else:
+            mean = torch.bmm(grad_p.unsqueeze(1), s).squeeze(1).add_(y_term)
+        if ce_scale is not None:
+            mean.sub_(ce_scale)
+    elif ce_scale is not None:
+        raise ValueError("a fused cross-entropy term needs the softmax activation.")
+    for k in range(s.shape[1]):
+        s_k = s[:, k]
+        c_k = grad_p[:, k : k + 1] * 2 * s_k if squared else grad_p[:, k : k + 1]
+        if activation == "softmax":
+            s_k.mul_(c_k - mean)
+        elif activation == "sigmoid":
+            s_k.mul_((1 - s_k) * c_k)
+        else:
+            s_k.copy_(c_k.expand_as(s_k))
+    grad = s
+    if ce_scale is not None:
+        y_term.sub_(ce_scale * (1 - ce_smoothing))
+        if ce_smoothing:
+            grad.sub_(ce_scale * ce_smoothing / s.shape[1])
+    grad.scatter_add_(1, labels.unsqueeze(1), y_term.unsqueeze(1))
+    if valid is not None:
+        grad.mul_(valid.unsqueeze(1))
+    return grad
+
+
 class LabelMapSums(torch.autograd.Function):
     """Fused activation + ``(I, P, G)`` from a label map, with the gradient taken with respect to the logits.
 
     Forward: ``x`` ``(B, K, N)`` logits (any float dtype), ``labels`` ``(B, N)`` int64 in ``[0, K)``, ``valid``
-    ``(B, N)`` float32 0/1 or ``None``. Backward with upstream ``gI, gP`` of shape ``(B, K)``: the gradient with
-    respect to the probabilities is ``ω[b,k,i] = v_i (gP[b,k] · (2 s[b,k,i] if squared else 1) + gI[b,k] y[b,k,i])``
-    and is mapped to the logits by the activation's Jacobian: ``s ⊙ (ω − Σ_k s_k ω_k)`` for softmax,
-    ``ω ⊙ s (1 − s)`` for sigmoid, ``ω`` for none.
+    ``(B, N)`` float32 0/1 or ``None``. Backward: :func:`logit_gradient_` on the recomputed probabilities.
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
+    def forward(
+        ctx: Any,
         x: torch.Tensor,
         labels: torch.Tensor,
         valid: torch.Tensor | None,
@@ -74,65 +156,32 @@ class LabelMapSums(torch.autograd.Function):
         with torch.autocast(device_type=x.device.type, enabled=False):
             s = _activate(x, activation)
             valid = None if valid is None else valid.to(s.dtype)
-            s_t = s.gather(1, labels.unsqueeze(1)).squeeze(1)
-            zeros = s.new_zeros(s.shape[:2])
-            if valid is None:
-                intersection = zeros.scatter_add(1, labels, s_t)
-                ground_truth = zeros.scatter_add(1, labels, s.new_ones(()).expand_as(s_t))
-            else:
-                intersection = zeros.scatter_add(1, labels, s_t * valid)
-                ground_truth = zeros.scatter_add(1, labels, valid)
-            mass = s * s if squared else s
-            prediction = mass.sum(-1) if valid is None else torch.bmm(mass, valid.unsqueeze(-1)).squeeze(-1)
+            intersection, prediction, ground_truth = probability_sums(s, labels, valid, squared)
         ctx.save_for_backward(x, labels, valid)
         ctx.activation = activation
         ctx.squared = squared
-        ctx.input_dtype = x.dtype
         ctx.mark_non_differentiable(ground_truth)
         return intersection, prediction, ground_truth
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_i: torch.Tensor, grad_p: torch.Tensor, _grad_g: torch.Tensor
+    def backward(
+        ctx: Any, grad_i: torch.Tensor, grad_p: torch.Tensor, _grad_g: torch.Tensor
     ) -> tuple[torch.Tensor, None, None, None, None]:
         x, labels, valid = ctx.saved_tensors
         with torch.autocast(device_type=x.device.type, enabled=False):
             # The probabilities are recomputed rather than saved: between the passes only the logits (alive anyway)
             # are held, and the gradient is written into the recomputed tensor one channel at a time, so the whole
             # pass holds one K-channel tensor plus a few single-channel ones.
-            s = _activate(x, ctx.activation)
-            if s.data_ptr() == x.data_ptr():
-                s = s.clone()
-            grad_i, grad_p = grad_i.to(s.dtype), grad_p.to(s.dtype)
-            # the y-part of ω sits on channel t_i only: y_term is its image under the activation's Jacobian there
-            y_term = grad_i.gather(1, labels)  # gI[b, t_i]
-            if ctx.activation != "none":
-                s_t = s.gather(1, labels.unsqueeze(1)).squeeze(1)
-                y_term.mul_(s_t if ctx.activation == "softmax" else s_t * (1 - s_t))
-                del s_t
-            if ctx.activation == "softmax":
-                # Σ_k s_k ω_k = Σ_k s_k c_k + s_t gI_t, with c_k = gP_k (· 2 s_k if squared)
-                if ctx.squared:
-                    mean = y_term.clone()
-                    for k in range(s.shape[1]):
-                        mean.addcmul_(s[:, k] * s[:, k], grad_p[:, k : k + 1], value=2)
-                else:
-                    mean = torch.bmm(grad_p.unsqueeze(1), s).squeeze(1).add_(y_term)
-            for k in range(s.shape[1]):
-                s_k = s[:, k]
-                c_k = grad_p[:, k : k + 1] * 2 * s_k if ctx.squared else grad_p[:, k : k + 1]
-                if ctx.activation == "softmax":
-                    s_k.mul_(c_k - mean)
-                elif ctx.activation == "sigmoid":
-                    s_k.mul_((1 - s_k) * c_k)
-                else:
-                    s_k.copy_(c_k.expand_as(s_k))
-            grad = s
-            grad.scatter_add_(1, labels.unsqueeze(1), y_term.unsqueeze(1))
-            if valid is not None:
-                grad.mul_(valid.unsqueeze(1))
-        return grad.to(ctx.input_dtype), None, None, None, None
+            s = recomputed_probabilities(x, ctx.activation)
+            grad = logit_gradient_(s, labels, valid, grad_i, grad_p, ctx.activation, ctx.squared)
+        return grad.to(x.dtype), None, None, None, None
+
+
+def recomputed_probabilities(x: torch.Tensor, activation: Activation) -> torch.Tensor:
+    """:func:`_activate` for a backward pass: a tensor of its own (never ``x`` itself), to be overwritten."""
+    s = _activate(x, activation)
+    return s.clone() if s.data_ptr() == x.data_ptr() else s
 
 
 def label_map_sums(
@@ -145,8 +194,28 @@ def label_map_sums(
     """``(I, P, G)`` from logits ``x`` ``(B, K, N)`` and a label map ``labels`` ``(B, N)`` without a one-hot tensor.
 
     ``labels`` must hold values in ``[0, K)`` everywhere, ignored voxels included (they are zeroed by ``valid``).
+    Inside :func:`label_map_sums_replaced` the function given there computes them instead.
     """
+    replacement = _LABEL_MAP_SUMS.get()
+    if replacement is not None:
+        return replacement(x, labels, valid, activation, squared)
     return ClassSums(*LabelMapSums.apply(x, labels, valid, activation, squared))
+
+
+LabelMapSumsFunction = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", Activation, bool], ClassSums]
+_LABEL_MAP_SUMS: ContextVar[LabelMapSumsFunction | None] = ContextVar("label_map_sums", default=None)
+
+
+@contextmanager
+def label_map_sums_replaced(function: LabelMapSumsFunction) -> Iterator[None]:
+    """Within the block, :func:`label_map_sums` calls ``function`` with its arguments instead of
+    :class:`LabelMapSums`: a fused compound (:mod:`monai_mime.losses.fused_ce`) runs a loss's own ``class_sums`` —
+    its checks, ignore label, mask and background handling — with sums that also compute a cross-entropy term."""
+    token = _LABEL_MAP_SUMS.set(function)
+    try:
+        yield
+    finally:
+        _LABEL_MAP_SUMS.reset(token)
 
 
 def dense_sums(
