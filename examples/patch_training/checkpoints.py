@@ -1,4 +1,5 @@
-"""Checkpoints of an experiment: ``checkpoints/<loss spec>.pt`` with the model and what is needed to rebuild it."""
+"""Checkpoints of an experiment: ``checkpoints/<loss spec>.pt`` with the model, the loss's state and what is needed
+to rebuild both."""
 
 from __future__ import annotations
 
@@ -21,13 +22,21 @@ def checkpoint_name(spec_text: str) -> str:
 
 
 def save_checkpoint(
-    folder: Path, spec: LossSpec, model: nn.Module, config: ExperimentConfig, data: PreparedData
+    folder: Path, spec: LossSpec, model: nn.Module, loss_fn: nn.Module, config: ExperimentConfig, data: PreparedData
 ) -> Path:
-    """Save ``model``'s weights with the loss spec, the settings, the class names and the input channels."""
+    """Save ``model``'s weights and ``loss_fn``'s state with the loss spec, the settings, the class names and the
+    input channels.
+
+    Keys: ``model`` (``state_dict``), ``loss_state`` (the loss's ``state_dict``: a/b and, for
+    :class:`monai_mime.AdaptiveMimeLoss`, the running averages, so ``load_state_dict`` on a loss rebuilt from the
+    spec resumes with the weights it had; empty for losses without state), ``loss`` (the spec text), ``config``,
+    ``class_names``, ``in_channels``.
+    """
     path = folder / checkpoint_name(spec.text)
     torch.save(
         {
             "model": model.state_dict(),
+            "loss_state": loss_fn.state_dict(),
             "loss": spec.text,
             "config": config.to_dict(),
             "class_names": data.class_names,

@@ -94,7 +94,8 @@ def run_experiment(
                     store[str(epoch)] = summ
                     log(f"{spec.text} @ epoch {epoch}: mean Dice {format_number(summ['mean']['dice'], 4)}", rt)
 
-            model, info = train_model(spec, data, config, rt, on_epoch_end=at_epoch if config.eval_epochs else None)
+            callback = at_epoch if config.eval_epochs else None
+            model, loss_fn, info = train_model(spec, data, config, rt, on_epoch_end=callback)
             summary, per_case, example = evaluate_model(model, data, config, rt, desc=f"{spec.text} eval")
             examples[spec.text] = example
             entry: dict[str, Any] = {"spec": {"name": spec.name, "options": spec.options}}
@@ -104,7 +105,7 @@ def run_experiment(
             if intermediate:
                 entry["intermediate"] = intermediate  # epoch -> summary at that budget
             if out is not None and config.checkpoints and rt.is_main:
-                entry["checkpoint"] = str(save_checkpoint(out / "checkpoints", spec, model, config, data))
+                entry["checkpoint"] = str(save_checkpoint(out / "checkpoints", spec, model, loss_fn, config, data))
             results["losses"][spec.text] = entry
             m = summary["mean"]
             log(

@@ -39,7 +39,7 @@ def train_model(
     config: ExperimentConfig,
     rt: Runtime | None = None,
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
     """Train one model with the loss ``spec`` (seeded by ``config.seed``).
 
     Args:
@@ -51,7 +51,8 @@ def train_model(
             every epoch, on every process; the model is put back in training mode afterwards.
 
     Returns:
-        The unwrapped model and a dict with ``loss_per_epoch``, ``loss_curve`` (``[step, mean loss over the
+        The unwrapped model, the loss after training (its state, e.g. AdaptiveMimeLoss's running averages, is what
+        the checkpoint keeps) and a dict with ``loss_per_epoch``, ``loss_curve`` (``[step, mean loss over the
         last steps]``), ``train_time_s`` (without the callbacks), ``steps``, ``diverged`` and, for Mime, ``a``,
         ``b`` and ``threshold = b / (a + b)``.
     """
@@ -115,7 +116,7 @@ def train_model(
         steps=step,
         diverged=diverged,
     )
-    return model, info
+    return model, loss_fn, info
 
 
 def _weights(loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
