@@ -33,6 +33,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -168,7 +169,7 @@ def make_dataset(
     start: int = 0,
     spatial_size: Sequence[int] = (128, 128),
     size_jitter: int = 0,
-    **case_kwargs: float,
+    **case_kwargs: Any,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Cases ``start .. start + num_cases - 1`` of seed ``seed`` (see :func:`make_case`).
 
@@ -192,7 +193,7 @@ def make_dataset(
         if size_jitter > 0:
             off = np.random.default_rng([int(seed), int(i), 1]).integers(-size_jitter, size_jitter + 1, len(size))
             size = tuple(int(s + o) for s, o in zip(size, off, strict=True))
-        img, lab = make_case(seed=seed, index=i, spatial_size=size, **case_kwargs)  # type: ignore[arg-type]
+        img, lab = make_case(seed=seed, index=i, spatial_size=size, **case_kwargs)
         images.append(img)
         labels.append(lab)
     return images, labels
@@ -207,7 +208,7 @@ def write_nnunet_raw(
     num_val: int | None = None,
     size_jitter: int = 0,
     case_prefix: str = "synth",
-    **case_kwargs: float,
+    **case_kwargs: Any,
 ) -> Path:
     """Write the synthetic dataset as an nnU-Net v2 raw dataset folder.
 

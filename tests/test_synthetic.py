@@ -90,8 +90,8 @@ def test_write_nnunet_raw(tmp_path):
     assert meta["numTraining"] == 5 and meta["file_ending"] == ".nii.gz" and meta["channel_names"] == {"0": "synthetic"}
     split = json.loads((folder / "splits.json").read_text())
     assert len(split["train"]) == 4 and split["val"] == ["synth_004"]
-    img = nib.load(folder / "imagesTr" / "synth_000_0000.nii.gz")
-    lab = nib.load(folder / "labelsTr" / "synth_000.nii.gz")
+    img = nib.Nifti1Image.from_filename(folder / "imagesTr" / "synth_000_0000.nii.gz")
+    lab = nib.Nifti1Image.from_filename(folder / "labelsTr" / "synth_000.nii.gz")
     assert img.shape == lab.shape == (48, 40, 1)
     assert np.allclose(img.header.get_zooms(), (0.5, 0.7, 1.0))
     x, y = make_case(seed=2, index=0, spatial_size=(48, 40))
@@ -100,6 +100,6 @@ def test_write_nnunet_raw(tmp_path):
     assert lab.get_data_dtype() == np.uint8
     # 3D volumes
     f3 = write_nnunet_raw(tmp_path / "Dataset902_Synth3D", num_cases=2, spatial_size=(32, 32, 16), num_val=1)
-    assert nib.load(f3 / "labelsTr" / "synth_001.nii.gz").shape == (32, 32, 16)
+    assert nib.Nifti1Image.from_filename(f3 / "labelsTr" / "synth_001.nii.gz").shape == (32, 32, 16)
     with pytest.raises(ValueError):
         write_nnunet_raw(tmp_path / "x", num_cases=2, num_val=3)
