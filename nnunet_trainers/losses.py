@@ -11,7 +11,11 @@ nnU-Net hands its loss ``loss(output, target)`` where, for each deep-supervision
 (``nnunetv2/training/loss/compound_losses.py``): the label map goes to the loss as a label map (``to_onehot_y=True``,
 no one-hot is built), ignored voxels are passed as a ``mask`` (they take part in no sum), and the optional
 cross-entropy term is nnU-Net's ``RobustCrossEntropyLoss`` (``BCEWithLogitsLoss`` for regions) with the same
-weights and ignore handling. With ``batch_dice`` under DDP, the per-class sums ``(I, P, G)`` (``losses.md``) are
+weights and ignore handling. For label maps the cross-entropy is fused with the loss's sums into one pass over the
+logits (:func:`monai_mime.losses.fused_ce.class_sums_and_cross_entropy`) whenever nnU-Net's semantics allow it — a
+:class:`~monai_mime.losses.base.ClassSumLoss` with softmax and no CE class weights: ``RobustCrossEntropyLoss`` is the
+mean over the voxels that are not ignored, and ``DC_and_CE_loss`` skips it when every voxel is ignored, which is the
+fused term's 0. With ``batch_dice`` under DDP, the per-class sums ``(I, P, G)`` (``losses.md``) are
 all-gathered across ranks *with gradients* (nnU-Net's ``AllGatherGrad``) before the formula, as nnU-Net's
 ``MemoryEfficientSoftDiceLoss`` does: every rank then computes the loss of the global batch, and after DDP's gradient
 averaging the gradients are those of the single-process loss on the concatenated batch.
@@ -28,6 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from monai_mime.losses.base import ClassSumLoss
+from monai_mime.losses.fused_ce import can_fuse, class_sums_and_cross_entropy
 
 __all__ = [
     "NnUNetLossAdapter",
@@ -85,7 +92,8 @@ class NnUNetLossAdapter(nn.Module):
             effect unless ``torch.distributed`` is initialised.
         weight_dice: weight of the region/class-overlap loss (nnU-Net's ``weight_dice``, 1).
         weight_ce: weight of the cross-entropy term (nnU-Net's ``weight_ce``: 1 for the "CE" trainers, 0 for none).
-        ce_kwargs: extra arguments for ``RobustCrossEntropyLoss`` / ``BCEWithLogitsLoss``.
+        ce_kwargs: extra arguments for ``RobustCrossEntropyLoss`` / ``BCEWithLogitsLoss``. Label maps: without
+            ``weight`` (``label_smoothing`` may be given) the cross-entropy is fused with the loss (:attr:`fuses_ce`).
     """
 
     def __init__(
@@ -106,7 +114,7 @@ class NnUNetLossAdapter(nn.Module):
             raise ValueError(
                 "region-based training needs a loss built with to_onehot_y=False (targets are region masks)."
             )
-        self.loss = loss
+        self.loss: Any = loss  # the duck-typed contract above
         self.region_based = bool(region_based)
         self.ignore_label = None if ignore_label is None else int(ignore_label)
         self.ddp = bool(ddp)
@@ -125,14 +133,30 @@ class NnUNetLossAdapter(nn.Module):
                 if self.ignore_label is not None:
                     kwargs["ignore_index"] = self.ignore_label
                 self.ce = RobustCrossEntropyLoss(**kwargs)
+        self.label_smoothing = float((ce_kwargs or {}).get("label_smoothing", 0.0))
+        self.fuses_ce = (
+            self.ce is not None
+            and not self.region_based
+            and self.weight_dice != 0
+            and isinstance(loss, ClassSumLoss)
+            and set(ce_kwargs or {}) <= {"label_smoothing"}
+        )
 
     # -- the overlap term --------------------------------------------------------------------------------------
+    def gathers_sums(self) -> bool:
+        """Whether the sums are all-gathered across ranks before the formula (``batch`` under DDP)."""
+        return self.ddp and bool(getattr(self.loss, "batch", False)) and _ddp_active()
+
+    def loss_from_local_sums(self, sums: Any, output: torch.Tensor) -> torch.Tensor:
+        """``loss.loss_from_sums`` of this rank's sums, gathered over all ranks first if :meth:`gathers_sums`."""
+        if self.gathers_sums():
+            sums = type(sums)(*all_gather_batch_sums(sums))
+        return self.loss.loss_from_sums(sums, num_voxels=output[0, 0].numel())
+
     def overlap_loss(self, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """``loss(output, target, mask)``; with ``batch`` under DDP from the sums gathered over all ranks."""
-        if self.ddp and getattr(self.loss, "batch", False) and _ddp_active():
-            sums = self.loss.class_sums(output, target, mask)
-            gathered = all_gather_batch_sums(sums)
-            return self.loss.loss_from_sums(type(sums)(*gathered), num_voxels=output[0, 0].numel())
+        if self.gathers_sums():
+            return self.loss_from_local_sums(self.loss.class_sums(output, target, mask), output)
         return self.loss(output, target, mask=mask)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -154,6 +178,11 @@ class NnUNetLossAdapter(nn.Module):
         if self.ignore_label is not None:
             mask = target != self.ignore_label
             target_overlap = torch.where(mask, target, torch.zeros_like(target))
+        loss = self.loss
+        if self.fuses_ce and isinstance(loss, ClassSumLoss) and can_fuse(loss, output, target_overlap):
+            # one pass: the CE is the mean over the voxels the mask keeps, 0 when it keeps none (nnU-Net's skip)
+            sums, ce = class_sums_and_cross_entropy(loss, output, target_overlap, mask, self.label_smoothing)
+            return self.weight_dice * self.loss_from_local_sums(sums, output) + self.weight_ce * ce
         result = output.new_zeros((), dtype=torch.float32)
         if self.weight_dice != 0:
             result = result + self.weight_dice * self.overlap_loss(output, target_overlap, mask)
@@ -188,7 +217,7 @@ class NnUNetLossAdapter(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"region_based={self.region_based}, ignore_label={self.ignore_label}, ddp={self.ddp}, "
-            f"weight_dice={self.weight_dice}, weight_ce={self.weight_ce}"
+            f"weight_dice={self.weight_dice}, weight_ce={self.weight_ce}, fuses_ce={self.fuses_ce}"
         )
 
 
