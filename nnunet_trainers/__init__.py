@@ -1,13 +1,14 @@
 """nnU-Net v2 trainers with the Mime, V-Net Dice and Generalized Dice losses of :mod:`monai_mime`.
 
 Setup (one line): ``export nnUNet_extTrainer=$(monai-mime nnunet-path)``, then
-``nnUNetv2_train DATASET CONFIG FOLD -tr nnUNetTrainerMime`` (or ``...MimeCE``, ``...VNet``, ``...VNetCE``,
-``...GDL``, ``...GDLCE``).
+``nnUNetv2_train DATASET CONFIG FOLD -tr nnUNetTrainerMime`` (adaptive Mime; or ``...MimeCE``, ``...MimeFixed``,
+``...MimeFixedCE``, ``...VNet``, ``...VNetCE``, ``...GDL``, ``...GDLCE``).
 
 Submodules: :mod:`~nnunet_trainers.discovery` (the folder for ``nnUNet_extTrainer``; imports nothing from nnU-Net),
-:mod:`~nnunet_trainers.losses` (loss adapters: deep supervision, ignore label, regions, DDP batch dice) and
-:mod:`~nnunet_trainers.trainers` (the trainers and the mixins). The trainer names below are imported lazily, so that
-``import nnunet_trainers`` does not import nnU-Net.
+:mod:`~nnunet_trainers.losses` (loss adapters: deep supervision, ignore label, regions, DDP batch dice),
+:mod:`~nnunet_trainers.mixins` (the loss mixins), :mod:`~nnunet_trainers.class_weights` (Mime's starting a/b from the
+fold), :mod:`~nnunet_trainers.checkpoint` (the checkpoint entry) and :mod:`~nnunet_trainers.trainers` (the trainers).
+The trainer names below are imported lazily, so that ``import nnunet_trainers`` does not import nnU-Net.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ __all__ = [
     "GDLLossMixin",
     "LossTrainerMixin",
     "MimeCELossMixin",
+    "MimeFixedCELossMixin",
+    "MimeFixedLossMixin",
     "MimeLossMixin",
     "VNetCELossMixin",
     "VNetLossMixin",
@@ -29,6 +32,8 @@ __all__ = [
     "nnUNetTrainerGDLCE",
     "nnUNetTrainerMime",
     "nnUNetTrainerMimeCE",
+    "nnUNetTrainerMimeFixed",
+    "nnUNetTrainerMimeFixedCE",
     "nnUNetTrainerVNet",
     "nnUNetTrainerVNetCE",
 ]

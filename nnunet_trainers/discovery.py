@@ -58,6 +58,4 @@ def ext_trainer_path(*extra: str | os.PathLike[str], existing: str | None = None
     if existing:
         parts.extend(p for p in existing.split(os.pathsep) if p.strip())
     parts.extend(os.fspath(p) for p in extra)
-    seen: set[str] = set()
-    unique = [p for p in parts if not (p in seen or seen.add(p))]
-    return os.pathsep.join(unique)
+    return os.pathsep.join(dict.fromkeys(parts))  # duplicates dropped, first occurrence kept

@@ -15,7 +15,7 @@ from nnunetv2.training.nnUNetTrainer.variants.training_length.nnUNetTrainer_Xepo
     nnUNetTrainer_250epochs,
 )
 
-from nnunet_trainers.trainers import GDLCELossMixin, MimeCELossMixin, MimeLossMixin
+from nnunet_trainers.mixins import GDLCELossMixin, MimeCELossMixin, MimeFixedLossMixin, MimeLossMixin
 
 
 class nnUNetTrainerMime_250epochs(MimeLossMixin, nnUNetTrainer_250epochs):
@@ -61,12 +61,16 @@ class nnUNetTrainerDefault_CPUDemo(nnUNetTrainer_5epochs):
 
     def _set_batch_size_and_oversample(self) -> None:
         super()._set_batch_size_and_oversample()
-        self.batch_size = min(self.batch_size, 4)
+        self.batch_size: int = min(int(self.batch_size), 4)
 
 
 class nnUNetTrainerMime_CPUDemo(MimeLossMixin, nnUNetTrainerDefault_CPUDemo):
-    """The same budget with Mime: a mixin on top of a trainer variant of your own."""
+    """The same budget with the adaptive Mime: a mixin on top of a trainer variant of your own."""
+
+
+class nnUNetTrainerMimeFixed_CPUDemo(MimeFixedLossMixin, nnUNetTrainerDefault_CPUDemo):
+    """The same budget with the paper's fixed-weight Mime."""
 
 
 class nnUNetTrainerMimeCE_CPUDemo(MimeCELossMixin, nnUNetTrainerDefault_CPUDemo):
-    """The same budget with Mime + cross-entropy."""
+    """The same budget with the adaptive Mime + cross-entropy."""

@@ -8,6 +8,8 @@ from nnunet_trainers.trainers import (  # noqa: F401
     nnUNetTrainerGDLCE,
     nnUNetTrainerMime,
     nnUNetTrainerMimeCE,
+    nnUNetTrainerMimeFixed,
+    nnUNetTrainerMimeFixedCE,
     nnUNetTrainerVNet,
     nnUNetTrainerVNetCE,
 )

@@ -1,0 +1,187 @@
+"""Mime's starting a/b in nnU-Net: from the fold's training cases (cached), weight mode, user mixins, DDP broadcast."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("nnunetv2")
+
+import _nnunet_tiny_dataset as tiny  # noqa: E402
+from _nnunet_tiny_dataset import (  # noqa: E402
+    EXAMPLE_FOLDER,
+    NUM_CASES,
+    RARE_CASES,
+    expected_stats,
+    fold_training_cases,
+    inner_adapter,
+    make_trainer,
+)
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name  # noqa: E402
+
+from monai_mime import AdaptiveMimeLoss, GeneralizedSoftDiceLoss  # noqa: E402
+from monai_mime.stats import DEFAULT_MODE  # noqa: E402
+from nnunet_trainers import trainers as tr  # noqa: E402
+from nnunet_trainers.discovery import ext_trainer_path  # noqa: E402
+
+torch.set_num_threads(1)
+nnunet_env = tiny.nnunet_env
+
+
+def test_mime_ab_come_from_the_fold_training_cases_and_are_cached(nnunet_env) -> None:
+    folder = nnunet_env()
+    trainer = make_trainer(tr.nnUNetTrainerMime)
+    trainer.initialize()  # writes splits_final.json (nnU-Net's seeded 5-fold split) and the statistics cache
+    cases = fold_training_cases(0)
+    a, b = expected_stats(cases).weights(mode=DEFAULT_MODE, patch_size=[32, 32])
+    adapter = inner_adapter(trainer.loss)
+    np.testing.assert_allclose(adapter.loss.a.numpy(), a[1:], rtol=1e-6)
+    np.testing.assert_allclose(adapter.loss.b.numpy(), b[1:], rtol=1e-6)
+    state = trainer.mime_checkpoint_state()
+    assert state["num_training_cases"] == len(cases) and state["weight_mode"] == DEFAULT_MODE
+    assert state["class_names"] == ["background", "left", "right", "rare"]
+    cache = Path(trainer.mime_cache_file())
+    assert cache.parent == folder and cache.is_file()
+    mtime = cache.stat().st_mtime_ns
+    again = make_trainer(tr.nnUNetTrainerMime)
+    again.initialize()
+    assert cache.stat().st_mtime_ns == mtime  # reused, not rewritten
+    np.testing.assert_allclose(inner_adapter(again.loss).loss.a.numpy(), a[1:], rtol=1e-6)
+
+
+def test_custom_split_and_absent_class_message(nnunet_env) -> None:
+    all_cases = [f"case_{i:03d}" for i in range(NUM_CASES)]
+    without_rare = [c for i, c in enumerate(all_cases) if i not in RARE_CASES]
+    splits = [
+        {"train": all_cases[:6], "val": all_cases[6:]},
+        {"train": without_rare, "val": [all_cases[i] for i in RARE_CASES]},
+    ]
+    nnunet_env(splits=splits)
+    trainer = make_trainer(tr.nnUNetTrainerMime, fold=0)
+    trainer.initialize()
+    a, _ = expected_stats(all_cases[:6]).weights(mode=DEFAULT_MODE, patch_size=[32, 32])
+    np.testing.assert_allclose(inner_adapter(trainer.loss).loss.a.numpy(), a[1:], rtol=1e-6)
+
+    failing = make_trainer(tr.nnUNetTrainerMime, fold=1)
+    with pytest.raises(RuntimeError, match=r"class 3 \(rare\) does not occur.*fold 1"):
+        failing.initialize()
+    assert "does not occur" in Path(failing.log_file).read_text()
+    # the Dice variants need no a/b: the same fold trains
+    make_trainer(tr.nnUNetTrainerGDL, fold=1).initialize()
+
+
+def test_weight_mode_selection(nnunet_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    nnunet_env()
+    monkeypatch.setenv(tr.ENV_WEIGHT_MODE, "balance")
+    monkeypatch.setenv(tr.ENV_WEIGHT_KWARGS, '{"gamma": 0.5}')
+    trainer = make_trainer(tr.nnUNetTrainerMime)
+    trainer.initialize()
+    state = trainer.mime_checkpoint_state()
+    assert state["weight_mode"] == "balance" and state["weight_kwargs"] == {"gamma": 0.5}
+    a, b = expected_stats(fold_training_cases(0)).weights(mode="balance", patch_size=[32, 32], gamma=0.5)
+    np.testing.assert_allclose(state["a"], a)
+    np.testing.assert_allclose(state["b"], b)
+
+    class DiceWeights(tr.nnUNetTrainerMime):  # a subclass's attribute wins over the environment
+        mime_weight_mode = "dice"
+        mime_weight_kwargs = {"overlap": 0.8}
+        mime_rescale_to_patch = False
+
+    trainer = make_trainer(DiceWeights)
+    trainer.initialize()
+    state = trainer.mime_checkpoint_state()
+    assert state["weight_mode"] == "dice" and state["patch_size"] is None
+    a, _ = expected_stats(fold_training_cases(0)).weights(mode="dice", overlap=0.8)
+    np.testing.assert_allclose(state["a"], a)
+
+    monkeypatch.setenv(tr.ENV_WEIGHT_KWARGS, "[1, 2]")
+    monkeypatch.setenv(tr.ENV_WEIGHT_MODE, "mean")
+    with pytest.raises(ValueError, match="JSON object"):
+        make_trainer(tr.nnUNetTrainerMime).initialize()
+
+
+def test_user_mixin_trainer_from_the_example_is_found_and_builds_its_loss(nnunet_env, monkeypatch) -> None:
+    nnunet_env()
+    monkeypatch.setenv("nnUNet_extTrainer", ext_trainer_path(EXAMPLE_FOLDER))
+    for name, loss_cls, with_ce, mode, epochs in (
+        ("nnUNetTrainerMime_250epochs", AdaptiveMimeLoss, False, DEFAULT_MODE, 250),
+        ("nnUNetTrainerMimeCE_250epochs", AdaptiveMimeLoss, True, DEFAULT_MODE, 250),
+        ("nnUNetTrainerGDLCE_250epochs", GeneralizedSoftDiceLoss, True, None, 250),
+        ("nnUNetTrainerMimeDiceWeights_250epochs", AdaptiveMimeLoss, False, "dice", 250),
+        ("nnUNetTrainerMimeCE_CPUDemo", AdaptiveMimeLoss, True, DEFAULT_MODE, 5),
+    ):
+        cls = recursive_find_trainer_class_by_name(name)
+        trainer = make_trainer(cls)
+        assert trainer.num_epochs == epochs  # the schedule comes from the trainer the mixin is combined with
+        trainer.initialize()
+        adapter = inner_adapter(trainer.loss)
+        assert type(adapter.loss) is loss_cls and (adapter.ce is not None) == with_ce
+        assert trainer.mime_checkpoint_state().get("weight_mode") == mode
+    demo = make_trainer(recursive_find_trainer_class_by_name("nnUNetTrainerMime_CPUDemo"))
+    demo.initialize()
+    assert demo.num_iterations_per_epoch == 50 and demo.batch_size == 2  # min(plans' batch size 2, 4)
+
+
+# -- DDP: a/b computed on rank 0 and broadcast -------------------------------------------------------------------------
+class _FakeLabelManager:
+    num_segmentation_heads = 3
+    has_regions = False
+
+
+class _BroadcastProbe(tr.MimeLossMixin):
+    """Just what ``_mime_class_weights`` touches of a trainer; rank 1 must never compute."""
+
+    is_ddp = True
+    label_manager = _FakeLabelManager()
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+        self.logged: list[str] = []
+
+    def print_to_log_file(self, *args: Any, **kwargs: Any) -> None:
+        self.logged.append(" ".join(map(str, args)))
+
+    def _mime_compute_class_weights(self) -> dict[str, Any]:
+        import torch.distributed as dist
+
+        if dist.get_rank() != 0:
+            raise AssertionError("a/b computed on a rank other than 0")
+        if self.fail:
+            raise RuntimeError("class 2 (x) does not occur in fold 0")
+        return {
+            "a": [1.0, 2.0, 3.0],
+            "b": [0.5, 0.25, 0.125],
+            "weight_mode": "mean",
+            "patch_size": [8, 8],
+            "class_names": ["bg", "x", "y"],
+        }
+
+
+def _broadcast_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        result: dict[str, Any] = {"weights": _BroadcastProbe(fail=False)._mime_class_weights()}
+        try:
+            _BroadcastProbe(fail=True)._mime_class_weights()
+        except RuntimeError as error:
+            result["error"] = str(error)
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes that import nnU-Net (about 15 s)
+def test_ddp_ab_computed_on_rank0_and_broadcast(tmp_path: Path) -> None:
+    torch.multiprocessing.spawn(_broadcast_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert results[0]["weights"] == results[1]["weights"] and results[1]["weights"]["a"] == [1.0, 2.0, 3.0]
+    for r in results:  # an error on rank 0 reaches every rank instead of leaving the others waiting
+        assert "computing a/b on rank 0 failed" in r["error"] and "class 2 (x)" in r["error"]
