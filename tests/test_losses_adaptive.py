@@ -101,6 +101,8 @@ def test_registry_and_bad_arguments() -> None:
     sums = loss.class_sums(torch.rand(2, 2, 4, 4), torch.randint(0, 2, (2, 1, 4, 4)))
     with pytest.raises(ValueError, match="needs num_voxels"):
         loss.loss_from_sums(sums)
+    with pytest.raises(ValueError, match="a/b for 3 classes but the loss sees 2"):
+        AdaptiveMimeLoss([1.0] * 3, [1.0] * 3).loss_from_sums(sums, num_voxels=16)
 
 
 def test_a_loss_computed_without_gradients_does_not_move_the_weights() -> None:
