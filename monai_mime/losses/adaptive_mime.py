@@ -161,9 +161,10 @@ class AdaptiveMimeLoss(MimeLoss):
                 "AdaptiveMimeLoss.loss_from_sums needs num_voxels (one image's spatial voxel count): its running "
                 "averages are per voxel and its a/b depend on the size of the output."
             )
-        if sums.intersection.shape[-1] != self.a.numel():
+        seen = sums.intersection.shape[-1]
+        if seen != self.a.numel():
             raise ValueError(
-                f"AdaptiveMimeLoss has a/b for {self.a.numel()} classes but the loss sees {sums.intersection.shape[-1]} "
+                f"AdaptiveMimeLoss has a/b for {self.a.numel()} classes but the loss sees {seen} "
                 f"(include_background={self.include_background}); give a/b of that length."
             )
         if not self.started:
