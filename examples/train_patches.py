@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Compare the losses under patch-based training: one 2D UNet per loss, same seed, data and budget.
+"""Compare the losses under patch-based training: one UNet per loss, same seed, data and budget.
 
     python examples/train_patches.py --out results/synthetic                # built-in rare-class data, CPU ok
     python examples/train_patches.py --quick                                 # smoke run, < 1 min on a CPU
+    python examples/train_patches.py --spatial-dims 3 --device cuda          # 3D UNet on 3D patches of volumes
+    python examples/train_patches.py --quick --spatial-dims 3                # 3D smoke run, seconds on a CPU
     python examples/train_patches.py --data ../shared/data/Dataset027_ACDC --patch-size 128 \\
         --epochs 30 --steps-per-epoch 250 --out results/acdc                  # an nnU-Net raw dataset
     torchrun --nproc_per_node 2 examples/train_patches.py --out results/ddp   # DDP, one process per GPU
@@ -66,7 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size", type=int, default=None, help=f"patches per step and process (default {d.batch_size})"
     )
-    p.add_argument("--patch-size", type=_ints, default=None, help="2D patch size, e.g. 64 or 96,64 (default 64)")
+    p.add_argument(
+        "--spatial-dims",
+        type=int,
+        choices=(2, 3),
+        default=None,
+        help="2: a 2D UNet on 2D patches (of images, or of the slices of volumes; default); 3: a 3D UNet on 3D "
+        "patches of volumes",
+    )
+    p.add_argument(
+        "--patch-size",
+        type=_ints,
+        default=None,
+        help="patch size, one value (all axes) or one per axis, e.g. 64 or 96,64 (default 64; 3D: 32)",
+    )
     p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default {d.lr:g})")
     p.add_argument("--channels", type=_ints, default=None, help="UNet feature maps per level (default 16,32,64,128)")
     p.add_argument("--seed", type=int, default=None, help="seed of the model, patch sampling and crops (default 0)")
@@ -99,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"built-in data: held-out images (default {d.synthetic_val})",
     )
     p.add_argument(
+        "--image-size",
+        dest="synthetic_size",
+        type=_ints,
+        default=None,
+        help=f"built-in data: image (volume) size, one value or one per axis (default {d.synthetic_size[0]}; 3D: 64)",
+    )
+    p.add_argument(
         "--exclude-both-empty",
         action="store_true",
         default=None,
@@ -122,19 +144,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch CPU threads per process (default 1, 0: torch's default); for N cores use "
         "torchrun --nproc_per_node N",
     )
-    p.add_argument("--quick", action="store_true", help="smoke run: tiny data and model, all losses, < 1 min on a CPU")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: tiny data and model, all losses, < 1 min on a CPU (2D or 3D)"
+    )
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     """The quick or default preset, overridden by the flags that were given."""
     changes: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None and k != "quick"}
-    if "patch_size" in changes:
-        ps = changes["patch_size"]
-        changes["patch_size"] = (ps[0], ps[0]) if len(ps) == 1 else ps
+    dims = changes.get("spatial_dims", 2)
+    for key in ("patch_size", "synthetic_size"):  # one value: the same size along every axis
+        if key in changes and len(changes[key]) == 1:
+            changes[key] = changes[key] * dims
     if "losses" in changes:
         changes["losses"] = [s for s in changes["losses"].split(",") if s.strip()]
-    return ExperimentConfig.quick(**changes) if args.quick else ExperimentConfig(**changes)
+    return ExperimentConfig.preset(quick=args.quick, **changes)
 
 
 def main(argv: list[str] | None = None) -> int:

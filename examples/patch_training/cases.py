@@ -29,12 +29,15 @@ class PreparedData:
     name: str
     class_names: list[str]
     in_channels: int
-    train_items: list[dict[str, np.ndarray]]  #: 2D training items {"image": (C,H,W), "label": (1,H,W)}
+    #: training items {"image": (C, *spatial), "label": (1, *spatial)}: 2D images or slices, or 3D volumes
+    train_items: list[dict[str, np.ndarray]]
     val_cases: list[Case]  #: whole held-out images / volumes
-    slice_axis: int | None  #: spatial axis the 2D slices are taken across (None: 2D data)
+    slice_axis: int | None  #: spatial axis the 2D slices are taken across (None: items are whole images/volumes)
     num_train_cases: int
     spacing_unit: str  #: "mm" for nnU-Net data, "px" for the synthetic images
     source: str
+    #: spatial axis across which a figure shows one slice of a volume (the slice axis for 2D slices); None: 2D
+    view_axis: int | None = None
     _stats: Any = None
 
     @property
@@ -42,7 +45,7 @@ class PreparedData:
         return len(self.class_names)
 
     def statistics(self) -> Any:
-        """:class:`monai_mime.ClassStatistics` of the 2D training items' labels (computed once)."""
+        """:class:`monai_mime.ClassStatistics` of the training items' labels (computed once)."""
         if self._stats is None:
             from monai_mime import ClassStatistics
 
@@ -55,15 +58,17 @@ class PreparedData:
         return self._stats
 
     def example(self) -> tuple[int, int | None]:
-        """(val case index, slice index) of a held-out slice showing as many classes as possible."""
+        """(val case index, slice index across :attr:`view_axis`) of a held-out slice showing as many classes as
+        possible; the slice index is None for 2D images."""
         best: tuple[int, int | None] = (0, None)
         best_score = -1.0
+        axis = self.view_axis
         for ci, case in enumerate(self.val_cases):
             lab = case.label
-            if self.slice_axis is None:
+            if axis is None:
                 slabs: list[tuple[int | None, np.ndarray]] = [(None, lab)]
             else:
-                slabs = [(s, np.take(lab, s, axis=self.slice_axis)) for s in range(lab.shape[self.slice_axis])]
+                slabs = [(s, np.take(lab, s, axis=axis)) for s in range(lab.shape[axis])]
             for si, sl in slabs:
                 counts = np.bincount(sl.reshape(-1), minlength=self.num_classes)[1:]
                 # most classes present first, then the largest foreground

@@ -11,6 +11,42 @@ __all__ = ["DEFAULT_LOSSES", "ExperimentConfig", "ExperimentError"]
 
 DEFAULT_LOSSES: tuple[str, ...] = ("mime_adaptive", "mime", "dice", "vnet", "gdl", "ce")
 
+#: The presets of :meth:`ExperimentConfig.preset`: changes to the field defaults (which are the 2D settings).
+PRESETS: dict[tuple[bool, int], dict[str, Any]] = {
+    (False, 2): {},
+    (False, 3): dict(  # 3D: a GPU run
+        patch_size=(32, 32, 32),
+        batch_size=4,
+        sw_batch_size=4,
+        synthetic_size=(64, 64, 64),
+        synthetic_train=100,
+        synthetic_val=20,
+        out="results/synthetic3d",
+    ),
+    (True, 2): dict(  # every loss in well under a minute on 2 CPU cores
+        epochs=2,
+        steps_per_epoch=100,
+        batch_size=8,
+        channels=(8, 16, 32),
+        synthetic_train=60,
+        synthetic_val=12,
+        synthetic_size=(96, 96),
+        out="results/quick",
+    ),
+    (True, 3): dict(  # 3D smoke run: seconds per loss on one CPU thread
+        epochs=2,
+        steps_per_epoch=10,
+        batch_size=2,
+        patch_size=(16, 16, 16),
+        channels=(4, 8, 16),
+        sw_batch_size=4,
+        synthetic_train=12,
+        synthetic_val=3,
+        synthetic_size=(32, 32, 32),
+        out="results/quick3d",
+    ),
+}
+
 
 class ExperimentError(Exception):
     """A problem with the user's input (data folder, loss spec, settings): reported as one line, no traceback."""
@@ -29,7 +65,8 @@ class ExperimentConfig:
     epochs: int = 12
     steps_per_epoch: int = 100  #: optimizer steps per epoch (per process under DDP)
     batch_size: int = 8  #: patches per step (per process)
-    patch_size: tuple[int, int] = (64, 64)
+    spatial_dims: int = 2  #: 2: 2D patches of images (or of the slices of volumes); 3: 3D patches of volumes
+    patch_size: tuple[int, ...] = (64, 64)  #: one size per spatial axis
     lr: float = 1e-3
     channels: tuple[int, ...] = (16, 32, 64, 128)  #: UNet feature maps per level
     num_res_units: int = 1
@@ -41,16 +78,16 @@ class ExperimentConfig:
     val_fraction: float = 0.2  #: held-out share when an nnU-Net folder has no splits.json
     exclude_both_empty: bool = False  #: metric option: leave (case, class) out when absent from both
     eval_epochs: tuple[int, ...] = ()  #: also evaluate after these epochs (several budgets from one run)
-    synthetic_train: int = 200  #: built-in data: training images
-    synthetic_val: int = 50  #: built-in data: held-out images
-    synthetic_size: tuple[int, int] = (128, 128)
+    synthetic_train: int = 200  #: built-in data: training images (volumes in 3D)
+    synthetic_val: int = 50  #: built-in data: held-out images (volumes in 3D)
+    synthetic_size: tuple[int, ...] = (128, 128)  #: built-in data: image (volume) shape, one size per spatial axis
     synthetic_rare_probability: float = 0.25
     checkpoints: bool = True  #: save each loss's final model under out/checkpoints
     figure: bool = True  #: write out/results.png
     progress: bool | None = None  #: tqdm bars; None: only on a terminal (else one log line per epoch)
     threads: int = 1  #: torch CPU threads per process (0: torch's default); see below
 
-    # One thread per process is the default: these small 2D models gain little from intra-op threads, and on a
+    # One thread per process is the default: these small models gain little from intra-op threads, and on a
     # shared or oversubscribed CPU OpenMP's busy-waiting makes 2 threads 3-50x *slower* than 1 (measured). To
     # use N cores, run N processes: ``torchrun --nproc_per_node N`` (DDP on the CPU with gloo).
 
@@ -63,20 +100,17 @@ class ExperimentConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
+    def preset(cls, quick: bool = False, spatial_dims: int = 2, **changes: Any) -> ExperimentConfig:
+        """The settings of :data:`PRESETS` for ``(quick, spatial_dims)`` (``quick``: the ``--quick`` smoke run),
+        overridden by ``changes``."""
+        if spatial_dims not in (2, 3):
+            raise ExperimentError(f"spatial-dims must be 2 or 3, got {spatial_dims}")
+        return cls(**{**PRESETS[(quick, spatial_dims)], "spatial_dims": spatial_dims, **changes})
+
+    @classmethod
     def quick(cls, **changes: Any) -> ExperimentConfig:
-        """The ``--quick`` preset: every loss in well under a minute on 2 CPU cores (a smoke run)."""
-        base = dict(
-            epochs=2,
-            steps_per_epoch=100,
-            batch_size=8,
-            channels=(8, 16, 32),
-            synthetic_train=60,
-            synthetic_val=12,
-            synthetic_size=(96, 96),
-            out="results/quick",
-        )
-        base.update(changes)
-        return cls(**base)  # type: ignore[arg-type]
+        """The ``--quick`` preset (2D unless ``spatial_dims=3`` is given): a smoke run of every loss on a CPU."""
+        return cls.preset(True, **changes)
 
     def validate(self) -> None:
         """Raise :class:`ExperimentError` on impossible settings."""
@@ -84,8 +118,18 @@ class ExperimentConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ExperimentError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if len(self.patch_size) != 2 or min(self.patch_size) < 8:
-            raise ExperimentError(f"patch-size must be two sizes of at least 8, got {tuple(self.patch_size)}")
+        if self.spatial_dims not in (2, 3):
+            raise ExperimentError(f"spatial-dims must be 2 or 3, got {self.spatial_dims}")
+        if len(self.patch_size) != self.spatial_dims or min(self.patch_size) < 8:
+            raise ExperimentError(
+                f"patch-size must be {self.spatial_dims} sizes of at least 8 for {self.spatial_dims}D patches, "
+                f"got {tuple(self.patch_size)}"
+            )
+        if self.data is None and len(self.synthetic_size) != self.spatial_dims:
+            raise ExperimentError(
+                f"the built-in data's size must have {self.spatial_dims} axes for {self.spatial_dims}D patches, "
+                f"got {tuple(self.synthetic_size)}"
+            )
         depth = len(self.channels) - 1
         if depth < 1:
             raise ExperimentError("channels must list at least two feature sizes")

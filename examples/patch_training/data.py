@@ -10,22 +10,30 @@ __all__ = ["prepare_data", "synthetic_data"]
 
 
 def synthetic_data(config: ExperimentConfig) -> PreparedData:
+    """The built-in rare-class data (:mod:`monai_mime.synthetic`): 2D images or 3D volumes of
+    ``config.synthetic_size``, cases ``0..synthetic_train-1`` of ``data_seed`` for training, the next
+    ``synthetic_val`` held out; each z-score normalised."""
     from monai_mime.synthetic import CLASS_NAMES, make_dataset
 
-    kw = {"spatial_size": tuple(config.synthetic_size), "rare_probability": config.synthetic_rare_probability}
+    size = tuple(int(s) for s in config.synthetic_size)
+    rare = config.synthetic_rare_probability
     try:
-        tr_x, tr_y = make_dataset(config.synthetic_train, seed=config.data_seed, **kw)  # type: ignore[arg-type]
+        tr_x, tr_y = make_dataset(
+            config.synthetic_train, seed=config.data_seed, spatial_size=size, rare_probability=rare
+        )
         va_x, va_y = make_dataset(
             config.synthetic_val,
             seed=config.data_seed,
             start=config.synthetic_train,
-            **kw,  # type: ignore[arg-type]
+            spatial_size=size,
+            rare_probability=rare,
         )
     except ValueError as e:
         raise ExperimentError(f"synthetic data: {e}") from None
+    spacing = (1.0,) * len(size)
     train = [{"image": normalise(x[None]), "label": y[None]} for x, y in zip(tr_x, tr_y, strict=True)]
     val = [
-        Case(f"synthetic_{config.synthetic_train + i:03d}", normalise(x[None]), y, (1.0, 1.0))
+        Case(f"synthetic_{config.synthetic_train + i:03d}", normalise(x[None]), y, spacing)
         for i, (x, y) in enumerate(zip(va_x, va_y, strict=True))
     ]
     if config.max_val_cases is not None:
@@ -39,7 +47,8 @@ def synthetic_data(config: ExperimentConfig) -> PreparedData:
         slice_axis=None,
         num_train_cases=len(train),
         spacing_unit="px",
-        source=f"monai_mime.synthetic (data seed {config.data_seed}, {tuple(config.synthetic_size)})",
+        source=f"monai_mime.synthetic (data seed {config.data_seed}, {size})",
+        view_axis=len(size) - 1 if len(size) == 3 else None,
     )
 
 

@@ -17,11 +17,12 @@ __all__ = ["evaluate_model"]
 
 
 def _predict(model: nn.Module, case: Case, data: PreparedData, config: ExperimentConfig, rt: Runtime) -> np.ndarray:
-    """Label map of a whole case: sliding window over the image, or over each slice of a volume."""
+    """Label map of a whole case: sliding window over the image or volume (patches of its dimension), or over each
+    slice of a volume (2D patches of volumes)."""
     from monai.inferers import sliding_window_inference
 
     if data.slice_axis is None:
-        x = torch.from_numpy(case.image)[None]  # (1, C, H, W)
+        x = torch.from_numpy(case.image)[None]  # (1, C, *spatial)
     else:
         x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(case.image, data.slice_axis + 1, 0)))  # (S, C, H, W)
     preds = []
@@ -78,7 +79,7 @@ def evaluate_model(
             m = evaluate_case(ev, gt, data.num_classes, spacing=spacing, case_id=case.case_id)
             results.append((i, m.to_dict()))
             if i == ex_case:
-                example = pred if ex_slice is None else np.take(pred, ex_slice, axis=data.slice_axis)
+                example = pred if ex_slice is None else np.take(pred, ex_slice, axis=data.view_axis)
     if rt.distributed:
         import torch.distributed as dist
 

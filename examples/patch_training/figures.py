@@ -75,8 +75,8 @@ def plot_results(
 
     ci, si = data.example()
     case = data.val_cases[ci]
-    img = case.image[0] if si is None else np.take(case.image[0], si, axis=data.slice_axis)
-    gt = case.label if si is None else np.take(case.label, si, axis=data.slice_axis)
+    img = case.image[0] if si is None else np.take(case.image[0], si, axis=data.view_axis)
+    gt = case.label if si is None else np.take(case.label, si, axis=data.view_axis)
     k = data.num_classes
     cmap = ListedColormap([(0, 0, 0, 0)] + [(*colors((i + 2) % 10)[:3], 0.55) for i in range(k - 1)])
     panels = [("ground truth", gt)] + [(n, examples.get(n)) for n in names]

@@ -1,5 +1,6 @@
 """An nnU-Net raw dataset folder (``dataset.json``, ``imagesTr``, ``labelsTr``, optional ``splits.json``) read
-into :class:`PreparedData`: checked, split into train/val, volumes cut into 2D training slices."""
+into :class:`PreparedData`: checked, split into train/val, volumes cut into 2D training slices (or kept whole
+for 3D patches)."""
 
 from __future__ import annotations
 
@@ -114,6 +115,8 @@ def _slice_axis(shape: Sequence[int], spacing: Sequence[float]) -> int | None:
 
 
 def nnunet_data(config: ExperimentConfig) -> PreparedData:
+    """Load and check ``config.data``: training items are 2D slices (``spatial_dims=2``; 2D images as they are) or
+    whole volumes (``spatial_dims=3``); held-out cases are whole images/volumes."""
     from monai.transforms import LoadImage
 
     folder = Path(config.data).expanduser()  # type: ignore[arg-type]
@@ -159,29 +162,41 @@ def nnunet_data(config: ExperimentConfig) -> PreparedData:
         it = pool.map(load, train_ids + val_ids)
         cases = list(progress(it, total=len(train_ids) + len(val_ids), desc="loading", config=config))
     train_cases, val_cases = cases[: len(train_ids)], cases[len(train_ids) :]
-    axis = _slice_axis(train_cases[0].label.shape, train_cases[0].spacing)
     for c in cases:
         if c.label.ndim != train_cases[0].label.ndim:
             raise ExperimentError(
                 f"case {c.case_id!r} has {c.label.ndim} axes, the first training case has {train_cases[0].label.ndim}"
             )
-    train_items: list[dict[str, np.ndarray]] = []
-    for c in train_cases:
-        if axis is None:
-            train_items.append({"image": c.image, "label": c.label[None]})
-            continue
-        img = np.moveaxis(c.image, axis + 1, 1)
-        lab = np.moveaxis(c.label, axis, 0)
-        for s in range(lab.shape[0]):
-            train_items.append({"image": np.ascontiguousarray(img[:, s]), "label": np.ascontiguousarray(lab[s][None])})
+    axis = _slice_axis(train_cases[0].label.shape, train_cases[0].spacing)
+    if config.spatial_dims == 3:
+        shape = train_cases[0].label.shape
+        if len(shape) != 3 or min(shape) == 1:
+            raise ExperimentError(f"--spatial-dims 3 needs 3D volumes; case {train_cases[0].case_id!r} is {shape}")
+        train_items = [{"image": c.image, "label": c.label[None]} for c in train_cases]
+    else:
+        train_items = _slices(train_cases, axis)
     return PreparedData(
         name=str(meta.get("name") or folder.name),
         class_names=names,
         in_channels=n_ch,
         train_items=train_items,
         val_cases=val_cases,
-        slice_axis=axis,
+        slice_axis=None if config.spatial_dims == 3 else axis,
         num_train_cases=len(train_cases),
         spacing_unit="mm",
         source=str(folder),
+        view_axis=axis,
     )
+
+
+def _slices(cases: list[Case], axis: int | None) -> list[dict[str, np.ndarray]]:
+    """2D training items: the cases themselves (2D images), or their slices across ``axis`` (volumes)."""
+    if axis is None:
+        return [{"image": c.image, "label": c.label[None]} for c in cases]
+    items = []
+    for c in cases:
+        img = np.moveaxis(c.image, axis + 1, 1)
+        lab = np.moveaxis(c.label, axis, 0)
+        for s in range(lab.shape[0]):
+            items.append({"image": np.ascontiguousarray(img[:, s]), "label": np.ascontiguousarray(lab[s][None])})
+    return items

@@ -25,6 +25,12 @@ def _fmt(mean: float | None, std: float | None, scale: float = 1.0, digits: int 
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
+def _held_out_view(data: dict[str, Any], spatial_dims: int) -> str:
+    if spatial_dims == 3:
+        return "volumes (3D sliding window)"
+    return "images" if data["slice_axis"] is None else "volumes (2D slice by slice)"
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     """The paper-style tables of ``results`` (DSC %, HD95, volume ratio, time) as Markdown."""
     cfg, d = results["config"], results["data"]
@@ -36,12 +42,13 @@ def results_markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# Loss comparison on {d['name']}",
         "",
-        f"2D patches {cfg['patch_size'][0]}×{cfg['patch_size'][1]}, MONAI UNet {tuple(cfg['channels'])}, "
+        f"{len(cfg['patch_size'])}D patches {'×'.join(str(p) for p in cfg['patch_size'])}, "
+        f"MONAI UNet {tuple(cfg['channels'])}, "
         f"Adam lr {cfg['lr']:g}, {steps} steps × {cfg['batch_size']} patches"
         + (f" × {env['world_size']} processes" if env["world_size"] > 1 else "")
         + f", seed {cfg['seed']}, device {env['device']}. Train: {d['num_train_cases']} cases "
-        f"({d['num_train_items_2d']} 2D images); held-out: {d['num_val_cases']} cases, whole "
-        f"{'images' if d['slice_axis'] is None else 'volumes (2D slice by slice)'}. "
+        + (f"({d['num_train_items_2d']} 2D images)" if len(cfg["patch_size"]) == 2 else "(whole volumes)")
+        + f"; held-out: {d['num_val_cases']} cases, whole {_held_out_view(d, len(cfg['patch_size']))}. "
         f"Mean ± std over held-out cases; a class missed (or predicted where absent) counts DSC 0 and HD95 = "
         f"image diagonal, a class absent from both counts DSC 100 and HD95 0"
         + (" (here excluded instead)" if cfg.get("exclude_both_empty") else "")

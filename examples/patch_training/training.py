@@ -20,11 +20,12 @@ __all__ = ["build_model", "train_model"]
 
 
 def build_model(in_channels: int, num_classes: int, config: ExperimentConfig) -> nn.Module:
-    """MONAI 2D ``UNet`` with ``config.channels`` feature maps (stride 2 between levels)."""
+    """MONAI ``UNet`` of ``config.spatial_dims`` dimensions with ``config.channels`` feature maps (stride 2 between
+    levels)."""
     from monai.networks.nets import UNet
 
     return UNet(
-        spatial_dims=2,
+        spatial_dims=config.spatial_dims,
         in_channels=in_channels,
         out_channels=num_classes,
         channels=tuple(config.channels),
