@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _patch_example import ALL_LOSSES, pt
+from _patch_example import ALL_LOSSES, pt, tiny_config
 
 
 # ============================================================================================ loss specs
@@ -77,3 +77,43 @@ def test_build_losses_from_specs():
             pt.build_loss(bad, stats, (8, 8))
     with pytest.raises(pt.ExperimentError, match="statistics"):
         pt.build_loss("mime", None, (8, 8))
+
+
+def test_compound_ce_specs():
+    """``X+ce`` for any registered X (not ce): statistics are needed when X needs them, options split between the
+    compound and X, and the compound's Mime reports its a/b and keeps its state in the checkpoint."""
+    from monai_mime import AdaptiveMimeLoss, MimeLoss, SoftDiceLoss
+    from monai_mime.losses.compound import CompoundCELoss
+    from monai_mime.stats import ClassStatistics
+
+    rng = np.random.default_rng(0)
+    stats = ClassStatistics.from_labels([rng.integers(0, 4, size=(16, 16)) for _ in range(4)], num_classes=4)
+    specs = pt.parse_loss_specs("mime_adaptive+ce,mime+ce:mode=dice:overlap=0.5:lambda_ce=0.5,dice+ce")
+    assert [s.name for s in specs] == ["mime_adaptive+ce", "mime+ce", "dice+ce"]
+    adaptive, fixed, dice = (pt.build_loss(s, stats, (8, 8)) for s in specs)
+    assert isinstance(adaptive, CompoundCELoss) and isinstance(adaptive.loss, AdaptiveMimeLoss)
+    assert isinstance(fixed.loss, MimeLoss) and fixed.lambda_ce == 0.5
+    # the Mime inside has the weights the plain spec gives
+    torch.testing.assert_close(fixed.loss.a, pt.build_loss("mime:mode=dice:overlap=0.5", stats, (8, 8)).a)
+    assert isinstance(dice.loss, SoftDiceLoss)
+    x = torch.randn(2, 4, 16, 16, requires_grad=True)
+    y = torch.randint(0, 4, (2, 1, 16, 16))
+    value = adaptive(x, y)
+    assert value.ndim == 0 and torch.isfinite(value)
+    value.backward()
+    assert "loss.running_union" in adaptive.state_dict()
+    with pytest.raises(pt.ExperimentError, match="statistics"):
+        pt.build_loss("mime_adaptive+ce", None, (8, 8))
+    for bad in ("ce+ce", "nope+ce", "dice+dice"):
+        with pytest.raises(pt.ExperimentError, match="unknown loss|bad loss spec"):
+            pt.parse_loss_specs(bad)
+
+
+def test_compound_run_reports_mime_weights(tmp_path):
+    from _patch_example import tiny_config
+
+    res = pt.run_experiment(tiny_config(losses=["mime_adaptive+ce"], out=str(tmp_path), figure=False))
+    entry = res["losses"]["mime_adaptive+ce"]
+    assert len(entry["a"]) == 4 and entry["a"] != entry["a_initial"]
+    state = torch.load(tmp_path / "checkpoints" / "mime_adaptive+ce.pt", weights_only=False)["loss_state"]
+    assert state["loss.a"].double().tolist() == entry["a"]

@@ -1,12 +1,14 @@
 """Loss specs: ``name[:key=value[:key=value...]]`` parsed into :class:`LossSpec` and built through the registry.
 
-A list of specs is comma-separated. ``name`` is a registered loss (:func:`monai_mime.list_losses`). Values are
+A list of specs is comma-separated. ``name`` is a registered loss (:func:`monai_mime.list_losses`) or ``X+ce``, a
+registered ``X`` (not ``ce``) plus cross-entropy (:class:`monai_mime.losses.compound.CompoundCELoss`; its own
+options ``lambda_overlap``, ``lambda_ce``, ``weight``, ``label_smoothing`` go to it, the others to ``X``). Values are
 parsed as ``true``/``false``, ``none``, integers, floats, or lists of numbers written ``1/2/3``; anything else
 stays a string. Every loss gets ``to_onehot_y=True, softmax=True`` (when it accepts them) plus the spec's options,
 e.g. ``dice:include_background=false``, ``gdl:w_type=simple``, ``ce``. Every loss is called as
 ``loss(logits (B, K, *spatial), labels (B, 1, *spatial))``. For ``mime`` and every other name that builds a
-:class:`monai_mime.MimeLoss` (``mime_adaptive``, your own subclasses), unless ``a=`` and ``b=`` are given
-explicitly:
+:class:`monai_mime.MimeLoss` (``mime_adaptive``, your own subclasses, and their ``+ce`` compounds), unless ``a=``
+and ``b=`` are given explicitly:
 
 - ``mode=M`` picks the weight mode of :meth:`ClassStatistics.weights` (default: its default);
 - ``patch=false`` uses per-image statistics instead of rescaling them to the training patch size;
@@ -26,12 +28,15 @@ from typing import Any
 
 from torch import nn
 
+from monai_mime.losses.compound import split_compound_arguments
+from monai_mime.registry import COMPOUND_SUFFIX
+
 from .config import ExperimentError
 
-__all__ = ["LossSpec", "build_loss", "parse_loss_specs"]
+__all__ = ["LossSpec", "base_name", "build_loss", "parse_loss_specs"]
 
 
-_SPEC_RE = re.compile(r"^[A-Za-z_][\w.\-]*$")
+_SPEC_RE = re.compile(r"^[A-Za-z_][\w.\-]*(\+[A-Za-z_][\w.\-]*)?$")
 
 
 def _parse_value(text: str) -> Any:
@@ -92,14 +97,23 @@ def parse_loss_specs(specs: str | Sequence[str]) -> list[LossSpec]:
     parsed = [LossSpec.parse(s) for s in items]
     known = list_losses()
     for p in parsed:
-        if p.name not in known:
-            raise ExperimentError(f"unknown loss {p.name!r}; registered losses: {', '.join(known)}")
+        base = base_name(p.name)
+        if base not in known or (base != p.name and base == "ce"):
+            raise ExperimentError(
+                f"unknown loss {p.name!r}; registered losses: {', '.join(known)} "
+                f"(each but 'ce' also as NAME{COMPOUND_SUFFIX})"
+            )
     seen: set[str] = set()
     for p in parsed:
         if p.text in seen:
             raise ExperimentError(f"loss spec {p.text!r} given twice")
         seen.add(p.text)
     return parsed
+
+
+def base_name(name: str) -> str:
+    """The registered loss a name builds on: ``X`` for ``X+ce``, else the name itself."""
+    return name[: -len(COMPOUND_SUFFIX)] if name.endswith(COMPOUND_SUFFIX) else name
 
 
 def _constructor_kwargs(cls: type) -> set[str]:
@@ -137,11 +151,12 @@ def build_loss(
     stats: Any = None,
     patch_size: Sequence[int] | None = None,
 ) -> nn.Module:
-    """Instantiate ``spec`` through the registry, for logits ``(B, K, H, W)`` and label maps ``(B, 1, H, W)``.
+    """Instantiate ``spec`` through the registry, for logits ``(B, K, *spatial)`` and label maps ``(B, 1, *spatial)``.
 
     Args:
         spec: a :class:`LossSpec` or its text.
-        stats: :class:`monai_mime.ClassStatistics` of the training labels (needed by ``mime`` without a/b).
+        stats: :class:`monai_mime.ClassStatistics` of the training labels (needed by ``mime``, ``mime_adaptive``
+            and their ``+ce`` compounds without a/b: whether a name needs them is decided by its base name).
         patch_size: training patch size, for Mime's patch rescaling (``patch=false`` turns it off).
 
     Raises:
@@ -152,8 +167,11 @@ def build_loss(
     if isinstance(spec, str):
         spec = LossSpec.parse(spec)
     opts = dict(spec.options)
+    compound: dict[str, Any] = {}
+    if spec.name != base_name(spec.name):  # X+ce: the compound's own options, the rest is X's
+        compound, opts = split_compound_arguments(opts)
     defaults: dict[str, Any] = {"to_onehot_y": True, "softmax": True}
-    mime_class = _mime_class(spec.name)
+    mime_class = _mime_class(base_name(spec.name))
     try:
         if mime_class is not None and not ("a" in opts or "b" in opts):
             if stats is None:
@@ -168,14 +186,14 @@ def build_loss(
                 mode=mode,
                 patch_size=tuple(patch_size) if (use_patch and patch_size is not None) else None,
                 weight_kwargs=opts,
-                **{**defaults, **ctor},
+                **{**defaults, **ctor, **compound},
             )
         try:
-            return get_loss(spec.name, **{**defaults, **opts})
+            return get_loss(spec.name, **{**defaults, **opts, **compound})
         except TypeError as e:
             if not any(k in str(e) for k in defaults):
                 raise
-            return get_loss(spec.name, **opts)
+            return get_loss(spec.name, **opts, **compound)
     except ExperimentError:
         raise
     except (TypeError, ValueError, KeyError, RuntimeError) as e:

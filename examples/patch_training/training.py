@@ -121,10 +121,12 @@ def train_model(
 
 
 def _weights(loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Mime's (a, b) as float64 CPU tensors, or None for losses without them."""
-    a, b = getattr(loss_fn, "a", None), getattr(loss_fn, "b", None)
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        return a.detach().double().cpu().clone(), b.detach().double().cpu().clone()
+    """Mime's (a, b) as float64 CPU tensors (of the loss, or of the Mime inside an ``X+ce`` compound), or None for
+    losses without them."""
+    for module in loss_fn.modules():
+        a, b = getattr(module, "a", None), getattr(module, "b", None)
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+            return a.detach().double().cpu().clone(), b.detach().double().cpu().clone()
     return None
 
 
