@@ -110,8 +110,6 @@ def test_compound_ce_specs():
 
 
 def test_compound_run_reports_mime_weights(tmp_path):
-    from _patch_example import tiny_config
-
     res = pt.run_experiment(tiny_config(losses=["mime_adaptive+ce"], out=str(tmp_path), figure=False))
     entry = res["losses"]["mime_adaptive+ce"]
     assert len(entry["a"]) == 4 and entry["a"] != entry["a_initial"]
