@@ -10,7 +10,11 @@ from torch.nn import functional as F
 
 from monai_mime import CompoundCELoss, get_loss
 from monai_mime.losses import ClassSumLoss
-from monai_mime.losses.fused_ce import LabelMapSumsCE, class_sums_and_cross_entropy
+from monai_mime.losses.fused_ce import (
+    LabelMapSumsCE,
+    class_sums_and_cross_entropy,
+    softmax_and_label_log_probability,
+)
 
 K = 4
 IGNORE = K
@@ -163,3 +167,27 @@ def test_fused_helper_refuses_what_it_cannot_fuse_and_restores_the_sums() -> Non
         class_sums_and_cross_entropy(loss, x, labels + 10)
     # after an error inside, the plain sums are back
     torch.testing.assert_close(loss(x, labels), get_loss("dice", to_onehot_y=True, softmax=True)(x, labels))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_label_log_probabilities_are_exact_where_the_probability_underflows(dtype: torch.dtype) -> None:
+    """CPU path (softmax, one log per voxel, log_softmax where s_t underflows) == the log_softmax path == torch."""
+    x, labels = _data(seed=9, dtype=dtype)
+    x = x.reshape(2, K, -1)
+    labels = labels.reshape(2, -1)
+    x[0, :, :5] = torch.tensor([0.0, 120.0, -50.0, 3.0], dtype=dtype)[:, None] * (10 if dtype == torch.float64 else 1)
+    labels[0, :5] = 2  # s_t = exp(-170) (float32) or exp(-1700) (float64): 0
+    expected = torch.log_softmax(x, 1).gather(1, labels.unsqueeze(1)).squeeze(1)
+    for exact_everywhere in (False, True):
+        s, s_t, log_s_t = softmax_and_label_log_probability(x, labels, exact_everywhere)
+        torch.testing.assert_close(log_s_t, expected)
+        torch.testing.assert_close(s, torch.softmax(x, 1))
+        torch.testing.assert_close(s_t, s.gather(1, labels.unsqueeze(1)).squeeze(1))
+    assert float(s_t[0, :5].max()) < torch.finfo(dtype).tiny
+    compound = CompoundCELoss(_overlap("dice"))
+    ce = F.cross_entropy(x, labels)
+    torch.testing.assert_close(
+        compound(x.reshape(2, K, 6, 7, 5), labels.reshape(2, 1, 6, 7, 5))
+        - compound.loss(x.reshape(2, K, 6, 7, 5), labels.reshape(2, 1, 6, 7, 5)),
+        ce,
+    )

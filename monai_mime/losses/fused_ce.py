@@ -1,15 +1,14 @@
 """Softmax, the sums ``(I, P, G)`` and cross-entropy from a label map in one pass over the logits.
 
 A loss over ``(I, P, G)`` plus cross-entropy needs the softmax twice (once as log-softmax) and, written as a sum of
-two modules, pays for two softmaxes and two sets of saved tensors. :class:`LabelMapSumsCE` computes the log-softmax
-once and takes from it, per voxel, the cross-entropy
+two modules, pays for two softmaxes and two sets of saved tensors. :class:`LabelMapSumsCE` computes the softmax once
+(:func:`softmax_and_label_log_probability`) and takes from it, per voxel, the cross-entropy
 
     ``CE_i = −(1 − ε) log s[t_i, i] − (ε / K) Σ_k log s[k, i]``    (label smoothing ``ε``, PyTorch's definition),
 
 reduced to ``Σ_i v_i CE_i`` (``"sum"``) or ``Σ_i v_i CE_i / Σ_i v_i`` (``"mean"``; 0 when every voxel is ignored),
-then the probabilities ``s = exp(log s)`` in place and the sums from them (:func:`~monai_mime.losses.sums.
-probability_sums`, the code of :class:`~monai_mime.losses.sums.LabelMapSums`). The backward pass recomputes ``s``
-and writes one gradient, ``∂L/∂x`` of the sums' part plus ``c v_i (s − (1 − ε) y − ε/K)`` of the cross-entropy
+and the sums from the same probabilities (:func:`~monai_mime.losses.sums.probability_sums`, the code of
+:class:`~monai_mime.losses.sums.LabelMapSums`). The backward pass recomputes ``s`` and writes one gradient, ``∂L/∂x`` of the sums' part plus ``c v_i (s − (1 − ε) y − ε/K)`` of the cross-entropy
 (``c`` the upstream gradient, divided by ``Σ v`` for the mean), in the same channel loop
 (:func:`~monai_mime.losses.sums.logit_gradient_`). Nothing the size of the logits is saved.
 
@@ -37,6 +36,34 @@ from monai_mime.losses.sums import (
 CEReduction = Literal["mean", "sum"]
 
 
+def softmax_and_label_log_probability(
+    x: torch.Tensor, labels: torch.Tensor, exact_everywhere: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``s = softmax(x)`` ``(B, K, N)``, ``s_t = s[b, t_i, i]`` and ``log s_t`` ``(B, N)``, in accumulation dtype.
+
+    ``exact_everywhere``: ``log_softmax`` over all channels, then ``exp`` in place (one logarithm per logit; cheap
+    where memory bandwidth bounds the pass, as on GPUs). Otherwise (CPU, where the logarithms dominate): ``softmax``
+    and one logarithm per voxel, ``log s_t``, exact wherever ``s_t`` is a normal float; the voxels where it is not
+    (logit gaps beyond ~87 in float32) are recomputed with ``log_softmax``. Both agree to float rounding.
+    """
+    dtype = accumulation_dtype(x)
+    index = labels.unsqueeze(1)
+    if exact_everywhere:
+        log_s = torch.log_softmax(x, dim=1, dtype=dtype)
+        log_s_t = log_s.gather(1, index).squeeze(1)
+        s = log_s.exp_()
+        return s, s.gather(1, index).squeeze(1), log_s_t
+    s = torch.softmax(x, dim=1, dtype=dtype)
+    s_t = s.gather(1, index).squeeze(1)
+    log_s_t = s_t.log()
+    underflow = s_t < torch.finfo(dtype).tiny
+    if underflow.any():
+        b, i = underflow.nonzero(as_tuple=True)
+        exact = torch.log_softmax(x[b, :, i].to(dtype), dim=1)
+        log_s_t[b, i] = exact.gather(1, labels[b, i].unsqueeze(1)).squeeze(1)
+    return s, s_t, log_s_t
+
+
 class LabelMapSumsCE(torch.autograd.Function):
     """Fused log-softmax + ``(I, P, G)`` + cross-entropy from a label map (see the module docstring).
 
@@ -55,16 +82,16 @@ class LabelMapSumsCE(torch.autograd.Function):
         reduction: CEReduction,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.autocast(device_type=x.device.type, enabled=False):
-            log_s = torch.log_softmax(x, dim=1, dtype=accumulation_dtype(x))
-            valid = None if valid is None else valid.to(log_s.dtype)
-            per_voxel = log_s.gather(1, labels.unsqueeze(1)).squeeze(1)
+            s, s_t, log_s_t = softmax_and_label_log_probability(x, labels, exact_everywhere=x.device.type != "cpu")
+            valid = None if valid is None else valid.to(s.dtype)
             if label_smoothing:
-                per_voxel.mul_(1 - label_smoothing).add_(log_s.sum(1), alpha=label_smoothing / x.shape[1])
-            total = -(per_voxel.sum() if valid is None else torch.linalg.vecdot(per_voxel.flatten(), valid.flatten()))
-            del per_voxel
-            s = log_s.exp_()
-            intersection, prediction, ground_truth = probability_sums(s, labels, valid, squared)
-            del s, log_s
+                # Σ_k log s_k = Σ_k x_k − K lse, with lse = x_t − log s_t
+                lse = x.gather(1, labels.unsqueeze(1)).squeeze(1).to(s.dtype).sub_(log_s_t)
+                channel_sum = x.sum(1, dtype=s.dtype).sub_(lse, alpha=x.shape[1])
+                log_s_t = log_s_t.mul(1 - label_smoothing).add_(channel_sum, alpha=label_smoothing / x.shape[1])
+            total = -(log_s_t.sum() if valid is None else torch.linalg.vecdot(log_s_t.flatten(), valid.flatten()))
+            intersection, prediction, ground_truth = probability_sums(s, labels, valid, squared, s_t)
+            del s, s_t, log_s_t
             if reduction == "mean":
                 count = total.new_tensor(labels.numel()) if valid is None else valid.sum()
                 # Σ v = 0 (every voxel ignored): the term is 0, with a zero gradient, as nnU-Net skips it

@@ -66,10 +66,18 @@ def bucket_sums(labels: torch.Tensor, values: torch.Tensor | None, num_classes: 
 
 
 def probability_sums(
-    s: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor | None, squared: bool
+    s: torch.Tensor,
+    labels: torch.Tensor,
+    valid: torch.Tensor | None,
+    squared: bool,
+    s_t: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(I, P, G)`` from probabilities ``s`` ``(B, K, N)`` and a label map (see the module docstring)."""
-    s_t = s.gather(1, labels.unsqueeze(1)).squeeze(1)
+    """``(I, P, G)`` from probabilities ``s`` ``(B, K, N)`` and a label map (see the module docstring).
+
+    ``s_t`` ``(B, N)``: ``s[b, t_i, i]`` if the caller has gathered it already.
+    """
+    if s_t is None:
+        s_t = s.gather(1, labels.unsqueeze(1)).squeeze(1)
     intersection = bucket_sums(labels, s_t if valid is None else s_t * valid, s.shape[1])
     ground_truth = bucket_sums(labels, valid, s.shape[1]).to(s.dtype)
     mass = s * s if squared else s
