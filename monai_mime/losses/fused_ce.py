@@ -8,9 +8,10 @@ two modules, pays for two softmaxes and two sets of saved tensors. :class:`Label
 
 reduced to ``Σ_i v_i CE_i`` (``"sum"``) or ``Σ_i v_i CE_i / Σ_i v_i`` (``"mean"``; 0 when every voxel is ignored),
 and the sums from the same probabilities (:func:`~monai_mime.losses.sums.probability_sums`, the code of
-:class:`~monai_mime.losses.sums.LabelMapSums`). The backward pass recomputes ``s`` and writes one gradient, ``∂L/∂x`` of the sums' part plus ``c v_i (s − (1 − ε) y − ε/K)`` of the cross-entropy
-(``c`` the upstream gradient, divided by ``Σ v`` for the mean), in the same channel loop
-(:func:`~monai_mime.losses.sums.logit_gradient_`). Nothing the size of the logits is saved.
+:class:`~monai_mime.losses.sums.LabelMapSums`). The backward pass recomputes ``s`` and writes one gradient,
+``∂L/∂x`` of the sums' part plus ``c v_i (s − (1 − ε) y − ε/K)`` of the cross-entropy (``c`` the upstream
+gradient, divided by ``Σ v`` for the mean), in the same channel loop (:func:`~monai_mime.losses.sums.logit_gradient_`).
+Nothing the size of the logits is saved.
 
 :func:`class_sums_and_cross_entropy` runs a :class:`~monai_mime.losses.base.ClassSumLoss`'s own ``class_sums``
 (its checks, ignore label, mask and background handling) with this Function in place of ``LabelMapSums``.
