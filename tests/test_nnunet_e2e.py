@@ -3,8 +3,9 @@
 One test, in order: ``nnUNetv2_plan_and_preprocess`` → ``nnUNetv2_train`` (one short epoch of a test-only subclass
 of ``nnUNetTrainerMime``, in a folder of its own composed with ``$(monai-mime nnunet-path)`` in
 ``nnUNet_extTrainer``) → ``--c`` (one more epoch, a/b from the checkpoint, the statistics cache deleted beforehand
-so that recounting would show) → ``--val`` → ``nnUNetv2_predict`` → ``nnUNetv2_evaluate_folder``, and a fold whose
-training cases lack the rare class fails with a clear message. The dataset (``monai_mime.synthetic``) has a rare
+so that recounting would show, and the running averages after loading equal to those saved) → ``--val`` →
+``nnUNetv2_predict`` → ``nnUNetv2_evaluate_folder``, and a fold whose training cases lack the rare class fails with
+a clear message. The dataset (``monai_mime.synthetic``) has a rare
 class absent from most cases.
 """
 
@@ -38,7 +39,8 @@ RARE = 3
 
 TEST_TRAINER = textwrap.dedent(
     '''
-    """Test-only: nnUNetTrainerMime with a handful of iterations; epochs from $MIME_E2E_EPOCHS."""
+    """Test-only: nnUNetTrainerMime with a handful of iterations; epochs from $MIME_E2E_EPOCHS. After a checkpoint is
+    loaded, the loss's state is written to $MIME_E2E_LOADED_STATE (if set), for the test to compare."""
     import os
 
     import torch
@@ -53,6 +55,11 @@ TEST_TRAINER = textwrap.dedent(
             self.num_val_iterations_per_epoch = 1
             if self.device.type == "cpu":
                 torch.set_num_threads(1)
+
+        def load_checkpoint(self, filename_or_checkpoint):
+            super().load_checkpoint(filename_or_checkpoint)
+            if os.environ.get("MIME_E2E_LOADED_STATE"):
+                torch.save(self.mime_overlap_loss().state_dict(), os.environ["MIME_E2E_LOADED_STATE"])
     '''
 )
 
@@ -132,16 +139,26 @@ def test_nnunet_commands_plan_train_continue_validate_predict_evaluate(tmp_path:
     entry = checkpoint["monai_mime"]
     assert entry["loss"] == "mime_adaptive" and entry["num_training_cases"] == NUM_CASES - 2 and entry["fold"] == 0
     assert len(entry["a"]) == len(entry["b"]) == 4 and all(x > 0 and np.isfinite(x) for x in entry["a"] + entry["b"])
+    saved_state = entry["loss_state"]  # the running averages after the first epoch, not the starting ones
+    start = 2 / (torch.tensor(entry["a"][1:]) + torch.tensor(entry["b"][1:])) / float(saved_state["reference_voxels"])
+    assert not torch.allclose(saved_state["running_union"], start.float())
+    assert "monai-mime: output 1 (" in next(output.glob("training_log_*.txt")).read_text()  # per-output a/b
     assert np.isfinite(checkpoint["logging"]["train_losses"]).all()
     assert (output / "validation" / "summary.json").is_file()
     cache = preprocessed / "monai_mime_stats_nnUNetPlans_2d.json"
     assert cache.is_file()
 
-    # --c: one more epoch; a/b come from the checkpoint, nothing is counted again
+    # --c: one more epoch; a/b and the running averages come from the checkpoint, nothing is counted again
     cache.unlink()
-    env["MIME_E2E_EPOCHS"] = "2"
+    env.update(MIME_E2E_EPOCHS="2", MIME_E2E_LOADED_STATE=str(tmp_path / "loaded_state.pt"))
     resumed = _run(train + ["--c"], env)
     assert "a/b restored from the checkpoint" in resumed.stdout and not cache.exists()
+    assert "loss state restored from the checkpoint" in resumed.stdout
+    loaded = torch.load(tmp_path / "loaded_state.pt", weights_only=True)
+    assert set(loaded) == set(saved_state)
+    for name, value in saved_state.items():
+        assert torch.equal(loaded[name], value), name
+    del env["MIME_E2E_LOADED_STATE"]
     checkpoint = torch.load(output / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["current_epoch"] == 2 and checkpoint["monai_mime"]["a"] == entry["a"]
     assert len(checkpoint["logging"]["train_losses"]) == 2
