@@ -18,11 +18,13 @@ EXAMPLES = ROOT / "examples"
 if str(EXAMPLES) not in sys.path:
     sys.path.insert(0, str(EXAMPLES))
 
+import ablation  # noqa: E402
 import patch_training as pt  # noqa: E402
 import train_patches  # noqa: E402
 
 __all__ = [
     "ALL_LOSSES",
+    "ablation",
     "ENV",
     "EXAMPLES",
     "TINY",

@@ -6,9 +6,10 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["PatchSampler", "train_transform"]
+__all__ = ["PatchSampler", "class_absence", "train_transform"]
 
 
 class PatchSampler(torch.utils.data.distributed.DistributedSampler):
@@ -40,6 +41,7 @@ class PatchSampler(torch.utils.data.distributed.DistributedSampler):
 
 
 def train_transform(patch_size: Sequence[int]) -> Any:
+    """Pad to the patch size where an item is smaller, then crop one uniformly placed patch (MONAI transforms)."""
     from monai.transforms import Compose, EnsureTyped, RandSpatialCropd, SpatialPadd
 
     keys = ["image", "label"]
@@ -50,3 +52,26 @@ def train_transform(patch_size: Sequence[int]) -> Any:
             EnsureTyped(keys=keys, track_meta=False),
         ]
     )
+
+
+def class_absence(
+    items: Sequence[dict[str, Any]], patch_size: Sequence[int], num_patches: int, num_classes: int, seed: int = 0
+) -> np.ndarray:
+    """Per class, the share of training patches in which the class is absent (empty (patch, class) pairs).
+
+    The patches are the first ``num_patches`` that training with ``seed`` crops in its first epoch on one process
+    (the same :class:`PatchSampler` order and :func:`train_transform` random state), so with ``num_patches =
+    steps_per_epoch × batch_size`` they are exactly that epoch's patches.
+    """
+    from .runtime import track_meta
+
+    transform = train_transform(patch_size)
+    transform.set_random_state(seed=seed)
+    sampler = PatchSampler(len(items), num_patches, seed=seed)
+    sampler.set_epoch(0)
+    present = np.zeros(num_classes, dtype=np.int64)
+    with track_meta(False):
+        for index in sampler:
+            label = torch.as_tensor(transform(items[index])["label"]).reshape(-1).long()
+            present += (torch.bincount(label, minlength=num_classes) > 0).numpy()
+    return 1.0 - present / num_patches

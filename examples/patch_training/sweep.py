@@ -1,0 +1,202 @@
+"""The patch-size axis of the ablation: the same settings trained on patches of several sizes at equal compute.
+
+Every size gets the same number of voxels per step: the batch at size ``p`` is ``batch_size × (p₀/p)^d`` for the
+first (reference) size ``p₀`` and ``d`` spatial dimensions, so ``batch × p^d`` is the same at every size. Smaller
+patches leave more (patch, class) pairs empty, the case where every Dice variant divides by (almost) nothing: the
+share of empty pairs is measured on the first epoch's training patches (:func:`~.sampling.class_absence`) and
+reported beside the scores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cases import PreparedData
+from .config import ExperimentConfig, ExperimentError
+from .runs import load_scores, mean_std, run_name
+from .sampling import class_absence
+
+__all__ = ["collect_sweep", "constant_voxel_batches", "plot_sweep", "record_class_absence", "sweep_markdown"]
+
+
+def constant_voxel_batches(patch_sizes: Sequence[int], batch_size: int, spatial_dims: int) -> list[int]:
+    """The batch size per patch size that keeps ``batch × size^spatial_dims`` at ``batch_size × patch_sizes[0]^d``.
+
+    Raises:
+        ExperimentError: a size whose batch would not be a whole number.
+    """
+    voxels = batch_size * patch_sizes[0] ** spatial_dims
+    batches = []
+    for p in patch_sizes:
+        batch, rest = divmod(voxels, p**spatial_dims)
+        if rest or batch < 1:
+            raise ExperimentError(
+                f"patch size {p} cannot keep {voxels} voxels per step ({batch_size} × {patch_sizes[0]}^{spatial_dims})"
+                " with a whole batch; choose sizes that divide the first one"
+            )
+        batches.append(batch)
+    return batches
+
+
+def _absence_path(out: Path, patch: int) -> Path:
+    return out / f"patch{patch}" / "class_absence.json"
+
+
+def record_class_absence(data: PreparedData, config: ExperimentConfig, out: Path, patch: int) -> None:
+    """Write ``patch<p>/class_absence.json``: per class, the share of the first epoch's training patches (of
+    ``config``'s size, batch and seed) without it (once; kept if it exists)."""
+    path = _absence_path(out, patch)
+    if path.exists():
+        return
+    num_patches = config.steps_per_epoch * config.batch_size
+    shares = class_absence(data.train_items, config.patch_size, num_patches, data.num_classes, seed=config.seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "patch_size": list(config.patch_size),
+        "batch_size": config.batch_size,
+        "num_patches": num_patches,
+        "classes": data.class_names,
+        "absent_share": [float(v) for v in shares],
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def collect_sweep(
+    out: Path, settings: list[str], budgets: list[int], seeds: list[int], patch_sizes: list[int]
+) -> dict[str, Any]:
+    """The finished runs of the sweep: ``sizes`` (batch, voxels per step, per-class and overall share of empty
+    (patch, foreground class) pairs) and ``runs[steps][setting][size]`` = per-seed scores."""
+    classes: list[str] = []
+    sizes: dict[str, Any] = {}
+    for p in patch_sizes:
+        path = _absence_path(out, p)
+        if path.exists():
+            rec = json.loads(path.read_text())
+            share = rec["absent_share"][1:]
+            sizes[str(p)] = {
+                "batch_size": rec["batch_size"],
+                "voxels_per_step": rec["batch_size"] * math.prod(rec["patch_size"]),
+                "spatial_dims": len(rec["patch_size"]),
+                "class_absent": share,
+                "empty_pairs": float(np.mean(share)),
+            }
+    runs: dict[str, Any] = {}
+    for steps in budgets:
+        for setting in settings:
+            for p in patch_sizes:
+                for seed in seeds:
+                    found = load_scores(out / run_name(steps, seed, setting, patch=p))
+                    if found is not None:
+                        classes, scores = found
+                        runs.setdefault(str(steps), {}).setdefault(setting, {}).setdefault(str(p), [])
+                        runs[str(steps)][setting][str(p)].append({"seed": seed, **scores})
+    return {"classes": classes, "patch_sizes": [str(p) for p in patch_sizes], "sizes": sizes, "runs": runs}
+
+
+def _cell(value: float, scale: float = 100.0, digits: int = 1) -> str:
+    """A table cell: ``value × scale``, or "–" where no run gives a value (e.g. a class absent from every case)."""
+    return "–" if math.isnan(value) else f"{scale * value:.{digits}f}"
+
+
+def _size_label(collected: dict[str, Any], p: str) -> str:
+    info = collected["sizes"].get(p)
+    return f"{p}^{info['spatial_dims']}" if info else p
+
+
+def sweep_markdown(collected: dict[str, Any]) -> str:
+    """Tables per budget: mean DSC per setting and patch size (± spread over seeds) with the empty-pair share, then
+    per setting and size the per-class DSC (all held-out cases, and those containing the class), HD95 and volume."""
+    classes, sizes, order = collected["classes"], collected["sizes"], collected["patch_sizes"]
+    shown = [p for p in order if p in sizes]
+    lines = ["| patch | batch | voxels per step | empty (patch, class) pairs % | "]
+    lines[0] += " | ".join(f"{c} absent %" for c in classes) + " |"
+    lines.append("|---|---:|---:|---:|" + "---:|" * len(classes))
+    for p in shown:
+        s = sizes[p]
+        lines.append(
+            f"| {_size_label(collected, p)} | {s['batch_size']} | {s['voxels_per_step']} | "
+            f"{100 * s['empty_pairs']:.1f} | " + " | ".join(f"{100 * v:.1f}" for v in s["class_absent"]) + " |"
+        )
+    lines.append("")
+    for steps, settings in collected["runs"].items():
+        lines += [f"### {steps} steps: mean DSC % (± spread over seeds)", ""]
+        lines.append("| setting | " + " | ".join(_size_label(collected, p) for p in order) + " |")
+        lines.append("|---|" + "---:|" * len(order))
+        for setting, per_size in settings.items():
+            cells = []
+            for p in order:
+                runs = per_size.get(p, [])
+                m, sd = mean_std([r["dice"] for r in runs])
+                cells.append(_cell(m) + (f" ± {100 * sd:.1f}" if len(runs) > 1 else ""))
+            lines.append(f"| `{setting}` | " + " | ".join(cells) + " |")
+        lines += ["", f"### {steps} steps: per class", ""]
+        lines.append(
+            "| setting | patch | seeds | mean DSC % | "
+            + " | ".join(f"{c} DSC %" for c in classes + [f"{c} where present" for c in classes])
+            + " | mean HD95 | "
+            + " | ".join(f"{c} pred/true vol." for c in classes)
+            + " |"
+        )
+        lines.append("|---|---|---:|---:|" + "---:|" * (3 * len(classes) + 1))
+        for setting, per_size in settings.items():
+            for p in order:
+                runs = per_size.get(p, [])
+                if not runs:
+                    continue
+                k = range(len(classes))
+                dice = [mean_std([r["class_dice"][i] for r in runs])[0] for i in k]
+                present = [mean_std([r["class_dice_present"][i] for r in runs])[0] for i in k]
+                ratio = [mean_std([r["volume_ratio"][i] for r in runs])[0] for i in k]
+                lines.append(
+                    f"| `{setting}` | {_size_label(collected, p)} | {len(runs)} | "
+                    f"{_cell(mean_std([r['dice'] for r in runs])[0])} | "
+                    + " | ".join(_cell(v) for v in dice + present)
+                    + f" | {_cell(mean_std([r['hd95'] for r in runs])[0], 1.0)} | "
+                    + " | ".join(_cell(v, 1.0, 2) for v in ratio)
+                    + " |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_sweep(collected: dict[str, Any], path: Path) -> None:
+    """Per budget: mean DSC against patch size, one line per setting (mean over seeds, seeds as dots), and the share
+    of empty (patch, class) pairs on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = collected["patch_sizes"]
+    budgets = list(collected["runs"])
+    fig, axes = plt.subplots(1, len(budgets), figsize=(6.5 * len(budgets), 4.5), squeeze=False)
+    xs = np.arange(len(order))
+    for ax, steps in zip(axes[0], budgets, strict=True):
+        for j, (setting, per_size) in enumerate(collected["runs"][steps].items()):
+            means = [mean_std([r["dice"] for r in per_size.get(p, [])])[0] * 100 for p in order]
+            ax.plot(xs, means, "-o", color=f"C{j % 10}", label=setting, markersize=4)
+            for i, p in enumerate(order):
+                seeds = [100 * r["dice"] for r in per_size.get(p, []) if r["dice"] is not None]
+                ax.plot([xs[i] + 0.04 * (j - 3)] * len(seeds), seeds, ".", color=f"C{j % 10}", alpha=0.6)
+        ax.set_xticks(xs, [_size_label(collected, p) for p in order])
+        ax.set_xlabel("patch size (equal voxels per step)")
+        ax.set_ylabel("mean DSC % (val); dots: seeds")
+        ax.set_title(f"{steps} steps")
+        empty = [collected["sizes"].get(p, {}).get("empty_pairs", np.nan) * 100 for p in order]
+        twin = ax.twinx()
+        twin.plot(xs, empty, "k--x", label="empty (patch, class) pairs")
+        twin.set_ylabel("empty (patch, class) pairs %")
+        twin.set_ylim(0, 100)
+        twin.legend(loc="lower right", fontsize=7)
+    axes[0][0].legend(loc="lower left", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,76 @@
+"""The ablation (examples/ablation.py) and its patch-size axis (examples/patch_training/sweep.py): equal voxels per
+step across sizes, the share of empty (patch, class) pairs, the sweep's table and figure, resuming."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from _patch_example import ablation, pt, tiny_config
+from patch_training.sampling import class_absence  # examples/ is on sys.path (_patch_example)
+from patch_training.sweep import constant_voxel_batches
+
+
+def test_constant_voxel_batches():
+    assert constant_voxel_batches([64, 32, 16], 8, 2) == [8, 32, 128]
+    assert constant_voxel_batches([128, 64, 32], 8, 2) == [8, 32, 128]
+    assert constant_voxel_batches([32, 16], 2, 3) == [2, 16]
+    for sizes in ([64, 48], [16, 32]):  # 8·64²/48² is not whole; a larger size would need a batch below 1
+        with pytest.raises(pt.ExperimentError, match="whole batch"):
+            constant_voxel_batches(sizes, 1 if sizes[0] == 16 else 8, 2)
+
+
+def test_class_absence_counts_the_training_patches():
+    # 5 items, class 1 fills item 0 only: one epoch of 5 patches draws each item once, so class 1 is absent from 4/5
+    items = [{"image": np.zeros((1, 16, 16), np.float32), "label": np.zeros((1, 16, 16), np.uint8)} for _ in range(5)]
+    items[0]["label"][:] = 1
+    items[1]["label"][0, :8] = 2  # half of item 1: an 8x8 patch has class 2 depending on where it is cut
+    shares = class_absence(items, (8, 8), 5, num_classes=3, seed=0)
+    assert shares[0] == pytest.approx(1 / 5) and shares[1] == pytest.approx(4 / 5)
+    assert 4 / 5 <= shares[2] <= 1.0
+    big = class_absence(items, (16, 16), 5, num_classes=3, seed=0)  # whole items: item 1 always contains class 2
+    assert big[2] == pytest.approx(4 / 5)
+
+
+def test_patch_size_sweep_tiny(tmp_path, capsys):
+    config = tiny_config(synthetic_size=(64, 64), batch_size=1, checkpoints=False)
+    settings, sizes = ["mime_adaptive", "dice"], [32, 16]
+    ablation.run_all(config, settings, budgets=[3], seeds=[0, 1], out=tmp_path, patch_sizes=sizes)
+    assert "equal compute: 1024 voxels per step at every patch size (1 × 32^2, 4 × 16^2)" in capsys.readouterr().out
+    for seed in (0, 1):
+        for p, batch in ((32, 1), (16, 4)):
+            res = json.loads((tmp_path / f"patch{p}" / f"steps3_seed{seed}" / "dice" / "results.json").read_text())
+            assert res["config"]["patch_size"] == [p, p] and res["config"]["batch_size"] == batch
+            assert res["config"]["seed"] == seed
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    assert sweep["sizes"]["32"]["voxels_per_step"] == sweep["sizes"]["16"]["voxels_per_step"] == 1024
+    # smaller patches leave more (patch, class) pairs empty
+    assert 0.0 <= sweep["sizes"]["32"]["empty_pairs"] <= sweep["sizes"]["16"]["empty_pairs"] <= 1.0
+    assert len(sweep["sizes"]["16"]["class_absent"]) == 3
+    runs = sweep["runs"]["3"]
+    assert set(runs) == set(settings) and all(len(runs[s][p]) == 2 for s in settings for p in ("32", "16"))
+    md = (tmp_path / "sweep.md").read_text()
+    assert "| `mime_adaptive` |" in md and "32^2" in md and "empty (patch, class) pairs %" in md
+    assert "nan" not in md.lower()
+    png = (tmp_path / "sweep.png").read_bytes()
+    assert len(png) > 10_000 and png[:8] == b"\x89PNG\r\n\x1a\n"
+    # finished runs are skipped: a second call trains nothing and rewrites the same summary
+    before = (tmp_path / "sweep.json").read_text()
+    ablation.run_all(config, settings, budgets=[3], seeds=[0, 1], out=tmp_path, patch_sizes=sizes)
+    assert "==" not in capsys.readouterr().out
+    assert (tmp_path / "sweep.json").read_text() == before
+    # the command line rebuilds the summary from the folders
+    assert (
+        ablation.main(
+            ["--patch-sizes", "32,16", "--settings", "mime_adaptive,dice", "--steps", "3"]
+            + ["--seeds", "0,1", "--out", str(tmp_path), "--summarize-only"]
+        )
+        == 0
+    )
+    assert (tmp_path / "sweep.json").read_text() == before
+
+
+def test_sweep_default_settings_include_the_ce_compound():
+    assert "mime_adaptive+ce" in ablation.SWEEP_SETTINGS
+    pt.parse_loss_specs(list(ablation.SWEEP_SETTINGS))  # every name is known to the registry
