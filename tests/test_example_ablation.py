@@ -23,7 +23,9 @@ def test_constant_voxel_batches():
 
 def test_class_absence_counts_the_training_patches():
     # 5 items, class 1 fills item 0 only: one epoch of 5 patches draws each item once, so class 1 is absent from 4/5
-    items = [{"image": np.zeros((1, 16, 16), np.float32), "label": np.zeros((1, 16, 16), np.uint8)} for _ in range(5)]
+    items: list[dict[str, np.ndarray]] = [
+        {"image": np.zeros((1, 16, 16), np.float32), "label": np.zeros((1, 16, 16), np.uint8)} for _ in range(5)
+    ]
     items[0]["label"][:] = 1
     items[1]["label"][0, :8] = 2  # half of item 1: an 8x8 patch has class 2 depending on where it is cut
     shares = class_absence(items, (8, 8), 5, num_classes=3, seed=0)
