@@ -11,13 +11,14 @@
     python examples/train_patches.py --losses "dice,mime:mode=dice:overlap=0.5,mime:mode=balance:gamma=0.5"
 
 Loss specs: ``name[:key=value[:key=value...]]``, comma-separated; ``name`` is a registered loss (``mime``,
-``dice``, ``vnet``, ``gdl``, ``ce`` or your own). For ``mime``: ``mode=`` is the a/b weight mode of
+``mime_adaptive``, ``dice``, ``vnet``, ``gdl``, ``ce`` or your own) or ``X+ce`` (X plus cross-entropy, e.g.
+``mime_adaptive+ce:lambda_ce=0.5``). For ``mime``: ``mode=`` is the a/b weight mode of
 ``ClassStatistics.weights`` and other keys its parameters (``overlap=``, ``gamma=``), ``patch=false`` turns
 off the rescaling of the statistics to the patch size; loss options (``include_background=false``,
 ``batch=true``...) go to the loss. See ``examples/patch_training/`` (specs.py) for details and the Python API.
 
 Writes into --out: results.json, results.md (tables in the paper's style), results.png and
-checkpoints/<loss>.pt. Bad input gives one line on stderr and exit status 2.
+checkpoints/<loss>.pt (the model's and the loss's state_dict). Bad input gives one line on stderr and exit status 2.
 """
 
 from __future__ import annotations

@@ -20,20 +20,23 @@ what a run of ``e`` epochs gives, so one run scores several training budgets.
 
 What one experiment does, for each loss spec, from the same seed (one module per step):
 
-1. ``data``, ``nnunet_raw``: 2D training items: the images of the built-in synthetic data
-   (:mod:`monai_mime.synthetic`), or the 2D slices of the training volumes of an nnU-Net raw dataset (slices
-   taken across the axis with the coarsest spacing, e.g. the short-axis stack of ACDC), z-score normalised per
-   image/volume.
-2. ``sampling``: uniform random patches (``RandSpatialCropd`` after ``SpatialPadd``) of uniformly drawn
+1. ``data``, ``nnunet_raw``: training items: the images (``spatial_dims=3``: volumes) of the built-in synthetic
+   data (:mod:`monai_mime.synthetic`), or the training cases of an nnU-Net raw dataset: for 2D patches the 2D
+   slices of its volumes (taken across the axis with the coarsest spacing, e.g. the short-axis stack of ACDC),
+   for 3D patches the whole volumes; z-score normalised per image/volume.
+2. ``sampling``: uniform random patches (``RandSpatialCropd`` after ``SpatialPadd``, 2D or 3D) of uniformly drawn
    training items, ``batch_size`` per step and ``steps_per_epoch`` steps per epoch per process.
-3. ``training``, ``runtime``: a MONAI 2D ``UNet``, Adam, mixed precision on CUDA, DDP under ``torchrun``.
+3. ``training``, ``runtime``: a MONAI ``UNet`` (2D or 3D), Adam, mixed precision on CUDA, DDP under ``torchrun``.
 4. ``specs``: the loss from the registry (:func:`monai_mime.get_loss`); Mime's a/b from
    :class:`monai_mime.ClassStatistics` over the training labels only, rescaled to the patch size by default.
-5. ``evaluation``: ``sliding_window_inference`` over each whole held-out image (slice by slice for volumes),
-   then per-class Dice, HD95 (paper conventions, :mod:`monai_mime.metrics`, in physical units for volumes) and
-   the predicted/true volume ratio.
+5. ``evaluation``: ``sliding_window_inference`` over each whole held-out image or volume (slice by slice for
+   volumes under 2D patches), then per-class Dice, HD95 (paper conventions, :mod:`monai_mime.metrics`, in
+   physical units for volumes) and the predicted/true volume ratio.
 6. ``reporting``, ``figures``, ``checkpoints``: ``results.json``, ``results.md``, ``results.png`` and
-   ``checkpoints/<loss>.pt``; ``experiment`` runs the steps above for every loss.
+   ``checkpoints/<loss>.pt`` (model and loss state); ``experiment`` runs the steps above for every loss.
+
+``runs`` and ``sweep`` serve ``examples/ablation.py``: its run folders and scores, and the patch-size axis at
+equal voxels per step.
 
 The loss-spec syntax (``name[:key=value...]``) is documented in :mod:`.specs`.
 """
