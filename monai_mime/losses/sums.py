@@ -79,13 +79,14 @@ def probability_sums(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(I, P, G)`` from probabilities ``s`` ``(B, K, N)`` and a label map (see the module docstring).
 
-    ``s_t`` ``(B, N)``: ``s[b, t_i, i]`` if the caller has gathered it already.
+    ``s_t`` ``(B, N)``: ``s[b, t_i, i]`` if the caller has gathered it already. With ``squared`` the probabilities
+    are squared in place (no second K-channel tensor): ``s`` must be the caller's own tensor, not the input.
     """
     if s_t is None:
         s_t = s.gather(1, labels.unsqueeze(1)).squeeze(1)
     intersection = bucket_sums(labels, s_t if valid is None else s_t * valid, s.shape[1])
     ground_truth = bucket_sums(labels, valid, s.shape[1]).to(s.dtype)
-    mass = s * s if squared else s
+    mass = s.square_() if squared else s
     prediction = mass.sum(-1) if valid is None else torch.bmm(mass, valid.unsqueeze(-1)).squeeze(-1)
     return intersection, prediction, ground_truth
 
@@ -167,7 +168,7 @@ class LabelMapSums(torch.autograd.Function):
         squared: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.autocast(device_type=x.device.type, enabled=False):
-            s = _activate(x, activation)
+            s = recomputed_probabilities(x, activation) if squared else _activate(x, activation)
             valid = None if valid is None else valid.to(s.dtype)
             intersection, prediction, ground_truth = probability_sums(s, labels, valid, squared)
         ctx.save_for_backward(x, labels, valid)
@@ -192,7 +193,7 @@ class LabelMapSums(torch.autograd.Function):
 
 
 def recomputed_probabilities(x: torch.Tensor, activation: Activation) -> torch.Tensor:
-    """:func:`_activate` for a backward pass: a tensor of its own (never ``x`` itself), to be overwritten."""
+    """:func:`_activate` as a tensor of its own (never ``x`` itself), to be overwritten."""
     s = _activate(x, activation)
     return s.clone() if s.data_ptr() == x.data_ptr() else s
 
