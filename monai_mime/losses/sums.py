@@ -119,12 +119,13 @@ def logit_gradient_(
         s_t = s.gather(1, labels.unsqueeze(1)).squeeze(1)
         y_term.mul_(s_t if activation == "softmax" else s_t * (1 - s_t))
         del s_t
+    slope = 2 * grad_p if squared else grad_p  # c_k = slope_k · s_k if squared else slope_k
     if activation == "softmax":
-        # Σ_k s_k ω_k = Σ_k s_k c_k + s_t gI_t, with c_k = gP_k (· 2 s_k if squared)
+        # Σ_k s_k ω_k = Σ_k s_k c_k + s_t gI_t
         if squared:
             mean = y_term.clone()
             for k in range(s.shape[1]):
-                mean.addcmul_(s[:, k] * s[:, k], grad_p[:, k : k + 1], value=2)
+                mean.addcmul_(s[:, k], s[:, k] * slope[:, k : k + 1])
         else:
             mean = torch.bmm(grad_p.unsqueeze(1), s).squeeze(1).add_(y_term)
         if ce_scale is not None:
@@ -132,14 +133,15 @@ def logit_gradient_(
     elif ce_scale is not None:
         raise ValueError("a fused cross-entropy term needs the softmax activation.")
     for k in range(s.shape[1]):
-        s_k = s[:, k]
-        c_k = grad_p[:, k : k + 1] * 2 * s_k if squared else grad_p[:, k : k + 1]
-        if activation == "softmax":
-            s_k.mul_(c_k - mean)
-        elif activation == "sigmoid":
-            s_k.mul_((1 - s_k) * c_k)
+        s_k, slope_k = s[:, k], slope[:, k : k + 1]
+        if activation == "softmax":  # s_k (c_k − mean), one single-channel temporary
+            s_k.mul_((s_k * slope_k).sub_(mean) if squared else slope_k - mean)
+        elif activation == "sigmoid":  # s_k (1 − s_k) c_k
+            s_k.mul_((1 - s_k).mul_(s_k * slope_k if squared else slope_k))
+        elif squared:  # c_k
+            s_k.mul_(slope_k)
         else:
-            s_k.copy_(c_k.expand_as(s_k))
+            s_k.copy_(slope_k.expand_as(s_k))
     grad = s
     if ce_scale is not None:
         y_term.sub_(ce_scale * (1 - ce_smoothing))
