@@ -191,3 +191,16 @@ def test_label_log_probabilities_are_exact_where_the_probability_underflows(dtyp
         - compound.loss(x.reshape(2, K, 6, 7, 5), labels.reshape(2, 1, 6, 7, 5)),
         ce,
     )
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["dice", "vnet", "mime"])
+def test_cuda_log_softmax_path_equals_the_cpu_path(name: str) -> None:
+    """On a GPU the fused forward takes log_softmax over all channels: same value and gradient as on the CPU."""
+    x, labels = _data(seed=10, ignore=True)
+    compound = CompoundCELoss(_overlap(name, ignore_index=IGNORE), label_smoothing=0.1)
+    cpu, cpu_grad = _grad(lambda v: compound(v, labels), x)
+    compound.cuda()
+    gpu, gpu_grad = _grad(lambda v: compound(v, labels.cuda()), x.cuda())
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gpu_grad.cpu(), cpu_grad, rtol=1e-4, atol=1e-6)
