@@ -241,7 +241,7 @@ def deep_supervision_weights(num_outputs: int, *, ddp: bool = False, compiled: b
     return weights / weights.sum()
 
 
-def wrap_deep_supervision(loss: nn.Module, weights: Sequence[float]) -> nn.Module:
+def wrap_deep_supervision(loss: nn.Module, weights: Sequence[float] | np.ndarray) -> nn.Module:
     """nnU-Net's ``DeepSupervisionWrapper(loss, weights)``: ``Σ_i w_i · loss(output[i], target[i])`` over scales."""
     from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 

@@ -4,6 +4,7 @@
   forced here by all-one class weights) on a real network's deep-supervision outputs, with and without the ignore
   label and batch dice;
 * label smoothing and an all-ignored batch as nnU-Net's ``DC_and_CE_loss``;
+* half-precision logits and bfloat16 autocast of a real network (the loss sums in float32);
 * DDP batch dice + CE with two ``gloo`` processes == nnU-Net's ``DC_and_CE_loss(MemoryEfficientSoftDiceLoss,
   ddp=True)`` on every rank, values and gradients.
 """
@@ -90,6 +91,31 @@ def test_label_smoothing_and_an_all_ignored_batch_as_nnunet() -> None:
     (grad,) = torch.autograd.grad(value, x)
     assert torch.isfinite(value) and float(grad.abs().max()) == 0.0
     torch.testing.assert_close(value, theirs(logits, everything_ignored.clone()).float() + 1)
+
+
+# -- reduced precision ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["mime", "vnet", "gdl"])
+def test_half_precision_outputs_and_cpu_autocast(name: str) -> None:
+    """nnU-Net trains under float16 autocast on CUDA: the loss takes half-precision logits, sums in float32 and
+    returns a float32 scalar; checked on the CPU with float16 logits and with bfloat16 autocast of a real network."""
+    extra = {"a": A[1:], "b": B[1:]} if name == "mime" else {}
+    loss = get_loss(name, include_background=False, to_onehot_y=True, softmax=True, batch=True, **extra)
+    adapter = NnUNetLossAdapter(loss, ignore_label=IGNORE, weight_ce=1.0)
+    labels = _label_maps(2, seed=7, ignore=True)
+    logits = torch.randn(2, NUM_CLASSES, *PATCH)
+    full = adapter(logits, labels)
+    half = adapter(logits.half(), labels)
+    assert half.dtype == torch.float32 and torch.isfinite(half)
+    torch.testing.assert_close(half, full, atol=2e-3, rtol=2e-3)
+
+    network = _network(NUM_CLASSES)
+    wrapped = wrap_deep_supervision(adapter, deep_supervision_weights(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = network(torch.randn(2, 1, *PATCH))
+        value = wrapped(outputs, _ds_targets(labels))
+    assert outputs[0].dtype == torch.bfloat16 and value.dtype == torch.float32 and torch.isfinite(value)
+    value.backward()
+    assert all(torch.isfinite(p.grad).all() for p in network.parameters() if p.grad is not None)
 
 
 def _ddp_data(batch: int) -> tuple[torch.Tensor, torch.Tensor]:

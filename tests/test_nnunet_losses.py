@@ -8,11 +8,14 @@
 * ignore label and regions with Mime, V-Net and GDL;
 * DDP batch dice with two ``gloo`` processes: the loss equals the single-process loss on the concatenated batch and
   the gradients match (input gradients, and parameter gradients of a DDP-wrapped model), also for uneven batches.
+
+The "CE" adapters' fused path and reduced precision: ``test_losses_compound_nnunet.py``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +253,7 @@ def test_regions_with_paper_losses(name: str, ignore: bool) -> None:
     expected = loss(logits.detach(), masks.float(), mask=mask)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits.detach(), masks.float(), reduction="none")
     if ignore:
+        assert mask is not None
         expected = expected + (bce * mask).sum() / mask.sum()
         assert float(grad.masked_select((~mask).expand_as(grad)).abs().max()) == 0.0
     else:
@@ -293,6 +297,11 @@ def _ddp_data(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     return logits, labels
 
 
+def _prefixed(prefix: str) -> Callable[[str], str]:
+    """An ``assert_close`` message that names the case before the comparison's own message."""
+    return lambda message: f"{prefix}: {message}"
+
+
 def _tiny_model() -> torch.nn.Module:
     torch.manual_seed(13)
     return torch.nn.Conv2d(NUM_CLASSES, NUM_CLASSES, 3, padding=1)
@@ -321,7 +330,7 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str, split:
                 "loss": value.detach(),
                 "input_grad": x.grad,
                 "model_loss": model_value.detach(),
-                "param_grads": [p.grad.clone() for p in model.parameters()],
+                "param_grads": [p.grad.clone() for p in model.parameters() if p.grad is not None],
             }
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
         dist.barrier()  # no rank tears gloo down while the other still talks to it
@@ -352,7 +361,8 @@ def test_ddp_batch_dice_all_gather_matches_single_process(tmp_path: Path, split:
         model = _tiny_model()
         model_full = loss(model(logits), labels)
         model_full.backward()
-        full_param_grads = [p.grad for p in model.parameters()]
+        full_param_grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert x.grad is not None
         start = 0
         for rank, n in enumerate(split):
             got = ranks[rank][name]
@@ -361,7 +371,7 @@ def test_ddp_batch_dice_all_gather_matches_single_process(tmp_path: Path, split:
                 full.detach(),
                 atol=1e-6,
                 rtol=1e-5,
-                msg=lambda m, name=name, rank=rank: f"{name} rank {rank}: {m}",
+                msg=_prefixed(f"{name} rank {rank}"),
             )
             torch.testing.assert_close(got["model_loss"], model_full.detach(), atol=1e-6, rtol=1e-5)
             torch.testing.assert_close(
@@ -369,37 +379,12 @@ def test_ddp_batch_dice_all_gather_matches_single_process(tmp_path: Path, split:
                 x.grad[start : start + n],
                 atol=1e-8,
                 rtol=1e-4,
-                msg=lambda m, name=name: f"{name} grad: {m}",
+                msg=_prefixed(f"{name} grad"),
             )
             for g_rank, g_full in zip(got["param_grads"], full_param_grads):
                 # float32 sums in another order: tolerance relative to the gradient's scale
                 scale = float(g_full.abs().max())
                 torch.testing.assert_close(
-                    g_rank, g_full, atol=1e-5 * scale, rtol=1e-4, msg=lambda m, name=name: f"{name} param grad: {m}"
+                    g_rank, g_full, atol=1e-5 * scale, rtol=1e-4, msg=_prefixed(f"{name} param grad")
                 )
             start += n
-
-
-# -- reduced precision ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["mime", "vnet", "gdl"])
-def test_half_precision_outputs_and_cpu_autocast(name: str) -> None:
-    """nnU-Net trains under float16 autocast on CUDA: the loss takes half-precision logits, sums in float32 and
-    returns a float32 scalar; checked on the CPU with float16 logits and with bfloat16 autocast of a real network."""
-    extra = {"a": A[1:], "b": B[1:]} if name == "mime" else {}
-    loss = get_loss(name, include_background=False, to_onehot_y=True, softmax=True, batch=True, **extra)
-    adapter = NnUNetLossAdapter(loss, ignore_label=IGNORE, weight_ce=1.0)
-    labels = _label_maps(2, seed=7, ignore=True)
-    logits = torch.randn(2, NUM_CLASSES, *PATCH)
-    full = adapter(logits, labels)
-    half = adapter(logits.half(), labels)
-    assert half.dtype == torch.float32 and torch.isfinite(half)
-    torch.testing.assert_close(half, full, atol=2e-3, rtol=2e-3)
-
-    network = _network(NUM_CLASSES)
-    wrapped = wrap_deep_supervision(adapter, deep_supervision_weights(3))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        outputs = network(torch.randn(2, 1, *PATCH))
-        value = wrapped(outputs, _ds_targets(labels))
-    assert outputs[0].dtype == torch.bfloat16 and value.dtype == torch.float32 and torch.isfinite(value)
-    value.backward()
-    assert all(torch.isfinite(p.grad).all() for p in network.parameters() if p.grad is not None)
