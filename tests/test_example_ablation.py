@@ -53,7 +53,7 @@ def test_patch_size_sweep_tiny(tmp_path, capsys):
     runs = sweep["runs"]["3"]
     assert set(runs) == set(settings) and all(len(runs[s][p]) == 2 for s in settings for p in ("32", "16"))
     md = (tmp_path / "sweep.md").read_text()
-    assert "| `mime_adaptive` |" in md and "32^2" in md and "empty (patch, class) pairs %" in md
+    assert "| `mime_adaptive` |" in md and "32²" in md and "empty (patch, class) pairs %" in md
     assert "nan" not in md.lower()
     png = (tmp_path / "sweep.png").read_bytes()
     assert len(png) > 10_000 and png[:8] == b"\x89PNG\r\n\x1a\n"

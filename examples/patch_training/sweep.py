@@ -108,7 +108,7 @@ def _cell(value: float, scale: float = 100.0, digits: int = 1) -> str:
 
 def _size_label(collected: dict[str, Any], p: str) -> str:
     info = collected["sizes"].get(p)
-    return f"{p}^{info['spatial_dims']}" if info else p
+    return p + ("²" if info["spatial_dims"] == 2 else "³") if info else p
 
 
 def sweep_markdown(collected: dict[str, Any]) -> str:
@@ -116,8 +116,15 @@ def sweep_markdown(collected: dict[str, Any]) -> str:
     per setting and size the per-class DSC (all held-out cases, and those containing the class), HD95 and volume."""
     classes, sizes, order = collected["classes"], collected["sizes"], collected["patch_sizes"]
     shown = [p for p in order if p in sizes]
-    lines = ["| patch | batch | voxels per step | empty (patch, class) pairs % | "]
-    lines[0] += " | ".join(f"{c} absent %" for c in classes) + " |"
+    voxels = sorted({sizes[p]["voxels_per_step"] for p in shown})
+    lines = [
+        f"Equal compute: {', '.join(map(str, voxels))} voxels per step at every patch size (batch × patch voxels). "
+        "Empty pairs: the share of (training patch, foreground class) pairs without the class, over the first "
+        "epoch's patches; DSC and HD95 on the held-out cases (val), mean over the seeds that have finished.",
+        "",
+        "| patch | batch | voxels per step | empty (patch, class) pairs % | ",
+    ]
+    lines[-1] += " | ".join(f"{c} absent %" for c in classes) + " |"
     lines.append("|---|---:|---:|---:|" + "---:|" * len(classes))
     for p in shown:
         s = sizes[p]
@@ -140,7 +147,7 @@ def sweep_markdown(collected: dict[str, Any]) -> str:
         lines += ["", f"### {steps} steps: per class", ""]
         lines.append(
             "| setting | patch | seeds | mean DSC % | "
-            + " | ".join(f"{c} DSC %" for c in classes + [f"{c} where present" for c in classes])
+            + " | ".join([f"{c} DSC %" for c in classes] + [f"{c} DSC % where present" for c in classes])
             + " | mean HD95 | "
             + " | ".join(f"{c} pred/true vol." for c in classes)
             + " |"
