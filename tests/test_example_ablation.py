@@ -76,3 +76,14 @@ def test_patch_size_sweep_tiny(tmp_path, capsys):
 def test_sweep_default_settings_include_the_ce_compound():
     assert "mime_adaptive+ce" in ablation.SWEEP_SETTINGS
     pt.parse_loss_specs(list(ablation.SWEEP_SETTINGS))  # every name is known to the registry
+
+
+def test_fixed_patch_ablation_tiny(tmp_path):
+    """Without a patch-size axis: one folder per (budget, seed, setting) and the ablation.* summary."""
+    config = tiny_config(checkpoints=False)
+    ablation.run_all(config, ["mime", "dice"], budgets=[3], seeds=[0], out=tmp_path)
+    assert (tmp_path / "steps3_seed0" / "mime" / "results.json").exists()
+    collected = json.loads((tmp_path / "ablation.json").read_text())
+    assert set(collected["runs"]["3"]) == {"mime", "dice"} and collected["classes"] == ["blob", "ring", "rare"]
+    assert "| `dice` | 1 |" in (tmp_path / "ablation.md").read_text()
+    assert (tmp_path / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
