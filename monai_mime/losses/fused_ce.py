@@ -11,7 +11,7 @@ and the sums from the same probabilities (:func:`~monai_mime.losses.sums.probabi
 :class:`~monai_mime.losses.sums.LabelMapSums`). The backward pass recomputes ``s`` and writes one gradient,
 ``∂L/∂x`` of the sums' part plus ``c v_i (s − (1 − ε) y − ε/K)`` of the cross-entropy (``c`` the upstream
 gradient, divided by ``Σ v`` for the mean), in the same channel loop (:func:`~monai_mime.losses.sums.logit_gradient_`).
-Nothing the size of the logits is saved.
+Saved are the inputs and ``s[t_i, i]`` (one value per voxel), nothing the size of the logits.
 
 :func:`class_sums_and_cross_entropy` runs a :class:`~monai_mime.losses.base.ClassSumLoss`'s own ``class_sums``
 (its checks, ignore label, mask and background handling) with this Function in place of ``LabelMapSums``.
@@ -92,14 +92,14 @@ class LabelMapSumsCE(torch.autograd.Function):
                 log_s_t = log_s_t.mul(1 - label_smoothing).add_(channel_sum, alpha=label_smoothing / x.shape[1])
             total = -(log_s_t.sum() if valid is None else torch.linalg.vecdot(log_s_t.flatten(), valid.flatten()))
             intersection, prediction, ground_truth = probability_sums(s, labels, valid, squared, s_t)
-            del s, s_t, log_s_t
+            del s, log_s_t
             if reduction == "mean":
                 count = total.new_tensor(labels.numel()) if valid is None else valid.sum()
                 # Σ v = 0 (every voxel ignored): the term is 0, with a zero gradient, as nnU-Net skips it
                 scale = 1 / count.clamp_min(torch.finfo(count.dtype).tiny)
             else:
                 scale = total.new_ones(())
-        ctx.save_for_backward(x, labels, valid, scale)
+        ctx.save_for_backward(x, labels, valid, s_t, scale)
         ctx.squared = squared
         ctx.label_smoothing = label_smoothing
         ctx.mark_non_differentiable(ground_truth)
@@ -114,12 +114,12 @@ class LabelMapSumsCE(torch.autograd.Function):
         _grad_g: torch.Tensor,
         grad_ce: torch.Tensor,
     ) -> tuple[torch.Tensor, None, None, None, None, None]:
-        x, labels, valid, scale = ctx.saved_tensors
+        x, labels, valid, s_t, scale = ctx.saved_tensors
         with torch.autocast(device_type=x.device.type, enabled=False):
             s = recomputed_probabilities(x, "softmax")
             ce_scale = grad_ce.to(s.dtype) * scale
             grad = logit_gradient_(
-                s, labels, valid, grad_i, grad_p, "softmax", ctx.squared, ce_scale, ctx.label_smoothing
+                s, labels, valid, grad_i, grad_p, "softmax", ctx.squared, ce_scale, ctx.label_smoothing, s_t
             )
         return grad.to(x.dtype), None, None, None, None, None
 

@@ -9,7 +9,8 @@ For probabilities ``s[b, k, i]``, a one-hot ground truth ``y[b, k, i]`` and a va
 
 With a label map ``t[b, i]`` (what MONAI and nnU-Net hand over) ``y`` is never built: ``I`` is a scatter-add of
 ``s[b, t_i, i]`` into bucket ``t_i`` and ``G`` one of ones (:func:`bucket_sums`). :class:`LabelMapSums` does this in
-a fused ``torch.autograd.Function`` that applies the activation itself and saves nothing but its inputs; the pieces
+a fused ``torch.autograd.Function`` that applies the activation itself and saves its inputs and ``s[b, t_i, i]`` (one
+value per voxel, ``1/K`` of the logits), nothing the size of the logits; the pieces
 (:func:`probability_sums`, :func:`logit_gradient_`) are shared with the fused cross-entropy compound
 (:mod:`monai_mime.losses.fused_ce`). The backward pass
 recomputes the probabilities and writes into them, channel by channel, the gradient with respect to the logits (the
@@ -101,6 +102,7 @@ def logit_gradient_(
     squared: bool,
     ce_scale: torch.Tensor | None = None,
     ce_smoothing: float = 0.0,
+    s_t: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The gradient with respect to the logits, written into the probabilities ``s`` ``(B, K, N)`` channel by channel.
 
@@ -116,9 +118,9 @@ def logit_gradient_(
     # the y-part of ω sits on channel t_i only: y_term is its image under the activation's Jacobian there
     y_term = grad_i.gather(1, labels)  # gI[b, t_i]
     if activation != "none":
-        s_t = s.gather(1, labels.unsqueeze(1)).squeeze(1)
+        if s_t is None:
+            s_t = s.gather(1, labels.unsqueeze(1)).squeeze(1)
         y_term.mul_(s_t if activation == "softmax" else s_t * (1 - s_t))
-        del s_t
     slope = 2 * grad_p if squared else grad_p  # c_k = slope_k · s_k if squared else slope_k
     if activation == "softmax":
         # Σ_k s_k ω_k = Σ_k s_k c_k + s_t gI_t
@@ -172,8 +174,9 @@ class LabelMapSums(torch.autograd.Function):
         with torch.autocast(device_type=x.device.type, enabled=False):
             s = recomputed_probabilities(x, activation) if squared else _activate(x, activation)
             valid = None if valid is None else valid.to(s.dtype)
-            intersection, prediction, ground_truth = probability_sums(s, labels, valid, squared)
-        ctx.save_for_backward(x, labels, valid)
+            s_t = s.gather(1, labels.unsqueeze(1)).squeeze(1)
+            intersection, prediction, ground_truth = probability_sums(s, labels, valid, squared, s_t)
+        ctx.save_for_backward(x, labels, valid, s_t)
         ctx.activation = activation
         ctx.squared = squared
         ctx.mark_non_differentiable(ground_truth)
@@ -184,13 +187,13 @@ class LabelMapSums(torch.autograd.Function):
     def backward(
         ctx: Any, grad_i: torch.Tensor, grad_p: torch.Tensor, _grad_g: torch.Tensor
     ) -> tuple[torch.Tensor, None, None, None, None]:
-        x, labels, valid = ctx.saved_tensors
+        x, labels, valid, s_t = ctx.saved_tensors
         with torch.autocast(device_type=x.device.type, enabled=False):
             # The probabilities are recomputed rather than saved: between the passes only the logits (alive anyway)
             # are held, and the gradient is written into the recomputed tensor one channel at a time, so the whole
             # pass holds one K-channel tensor plus a few single-channel ones.
             s = recomputed_probabilities(x, ctx.activation)
-            grad = logit_gradient_(s, labels, valid, grad_i, grad_p, ctx.activation, ctx.squared)
+            grad = logit_gradient_(s, labels, valid, grad_i, grad_p, ctx.activation, ctx.squared, s_t=s_t)
         return grad.to(x.dtype), None, None, None, None
 
 
