@@ -134,16 +134,24 @@ def logit_gradient_(
             mean.sub_(ce_scale)
     elif ce_scale is not None:
         raise ValueError("a fused cross-entropy term needs the softmax activation.")
-    for k in range(s.shape[1]):
-        s_k, slope_k = s[:, k], slope[:, k : k + 1]
-        if activation == "softmax":  # s_k (c_k − mean), one single-channel temporary
-            s_k.mul_((s_k * slope_k).sub_(mean) if squared else slope_k - mean)
-        elif activation == "sigmoid":  # s_k (1 − s_k) c_k
-            s_k.mul_((1 - s_k).mul_(s_k * slope_k if squared else slope_k))
-        elif squared:  # c_k
-            s_k.mul_(slope_k)
-        else:
-            s_k.copy_(slope_k.expand_as(s_k))
+    if activation == "softmax" and not squared:
+        # s_k (c_k − mean) without a temporary: ``mean`` becomes c_k − mean in place, channel after channel
+        offset, previous = mean.neg_(), torch.zeros_like(slope[:, :1])
+        for k in range(s.shape[1]):
+            slope_k = slope[:, k : k + 1]
+            s[:, k].mul_(offset.add_(slope_k - previous))
+            previous = slope_k
+    else:
+        for k in range(s.shape[1]):
+            s_k, slope_k = s[:, k], slope[:, k : k + 1]
+            if activation == "softmax":  # s_k (c_k − mean), one single-channel temporary
+                s_k.mul_((s_k * slope_k).sub_(mean))
+            elif activation == "sigmoid":  # s_k (1 − s_k) c_k
+                s_k.mul_((1 - s_k).mul_(s_k * slope_k if squared else slope_k))
+            elif squared:  # c_k
+                s_k.mul_(slope_k)
+            else:
+                s_k.copy_(slope_k.expand_as(s_k))
     grad = s
     if ce_scale is not None:
         y_term.sub_(ce_scale * (1 - ce_smoothing))
