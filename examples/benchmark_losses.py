@@ -3,6 +3,7 @@
 
     python examples/benchmark_losses.py                  # the three shapes of the README table, realistic labels
     python examples/benchmark_losses.py --repeats 3 --shapes 2d --labels shells,uniform
+    python examples/benchmark_losses.py --threads 1 --clock process   # on a machine shared with other jobs
 
 Labels: ``shells`` (default) are realistic label maps — ACDC's class fractions (96 % background), each class one
 coherent nested shell (:mod:`benchmark_labels`); ``uniform`` draws every voxel's class uniformly at random, which
@@ -23,6 +24,7 @@ of the logits; it includes the returned gradient (one logits' worth, the floor f
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -101,14 +103,14 @@ def step(loss: LossFn, logits: torch.Tensor, labels: torch.Tensor) -> None:
     del grad
 
 
-def seconds_once(loss: LossFn, logits: torch.Tensor, labels: torch.Tensor) -> float:
+def seconds_once(loss: LossFn, logits: torch.Tensor, labels: torch.Tensor, clock: Callable[[], float]) -> float:
     if logits.device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start = clock()
     step(loss, logits, labels)
     if logits.device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def peak_mib_once(loss: LossFn, logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -174,6 +176,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "process"),
+        default="wall",
+        help="process: CPU time of this process (all its threads), robust to other jobs on a shared machine",
+    )
     parser.add_argument("--no-memory", action="store_true", help="time only")
     parser.add_argument("--memory-json", action="store_true", help=argparse.SUPPRESS)  # the CPU memory child
     args = parser.parse_args(argv)
@@ -184,10 +192,15 @@ def main(argv: list[str] | None = None) -> None:
         samples = samples_per_loss(peak_mib_once, candidates(logits.shape[1]), logits, labels, args.repeats)
         print(json.dumps(medians(samples)))
         return
-    print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, {args.repeats} rounds")
+    print(
+        f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, {args.repeats} rounds, "
+        f"{args.clock} clock"
+    )
     for name, kind in itertools.product(args.shapes.split(","), args.labels.split(",")):
         logits, labels = inputs(SHAPES[name], device, kind)
-        samples = samples_per_loss(seconds_once, candidates(logits.shape[1]), logits, labels, args.repeats)
+        clock = time.process_time if args.clock == "process" else time.perf_counter
+        timer = functools.partial(seconds_once, clock=clock)
+        samples = samples_per_loss(timer, candidates(logits.shape[1]), logits, labels, args.repeats)
         times = medians(samples)
         peaks = None if args.no_memory else peak_memory(name, kind, device, max(2, args.repeats // 3))
         logits_mib = logits.numel() * logits.element_size() / 2**20
