@@ -85,7 +85,7 @@ def _run(args: list[str], env: dict[str, str], check: bool = True, timeout: int 
 def _rare_cases(raw: Path) -> set[str]:
     cases = set()
     for path in sorted((raw / "labelsTr").glob("*.nii.gz")):
-        if (np.asarray(nib.load(path).dataobj) == RARE).any():
+        if (np.asarray(nib.load(path).get_fdata()) == RARE).any():
             cases.add(path.name.removesuffix(".nii.gz"))
     return cases
 
