@@ -85,7 +85,9 @@ def _run(args: list[str], env: dict[str, str], check: bool = True, timeout: int 
 def _rare_cases(raw: Path) -> set[str]:
     cases = set()
     for path in sorted((raw / "labelsTr").glob("*.nii.gz")):
-        if (np.asarray(nib.load(path).get_fdata()) == RARE).any():
+        image = nib.load(path)
+        assert isinstance(image, nib.Nifti1Image)
+        if (np.asarray(image.dataobj) == RARE).any():
             cases.add(path.name.removesuffix(".nii.gz"))
     return cases
 
