@@ -120,3 +120,23 @@ def test_several_calls_before_one_backward_like_deep_supervision() -> None:
     total.backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all()
     assert "a" in dict(loss.named_buffers()) and not torch.equal(loss.a, torch.tensor([2.0, 2.0]))
+
+
+def test_batched_meta_tensors_from_a_monai_dataloader_update_the_averages() -> None:
+    from monai.data import MetaTensor, list_data_collate
+
+    samples = [
+        {
+            "x": MetaTensor(torch.randn(3, 8, 8), meta={"filename_or_obj": f"case{i}"}),
+            "y": MetaTensor(torch.randint(0, 3, (1, 8, 8)), meta={"filename_or_obj": f"case{i}"}),
+        }
+        for i in range(2)
+    ]
+    batch = list_data_collate(samples)
+    loss_fn = AdaptiveMimeLoss([1.0, 2.0, 3.0], [1.0, 1.0, 1.0], softmax=True, to_onehot_y=True)
+    before = loss_fn.running_union.clone()
+    logits = batch["x"].requires_grad_()
+    loss = loss_fn(logits, batch["y"])
+    loss.backward()
+    assert torch.isfinite(loss) and logits.grad is not None
+    assert not torch.equal(loss_fn.running_union, before)

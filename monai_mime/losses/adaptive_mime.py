@@ -143,8 +143,10 @@ class AdaptiveMimeLoss(MimeLoss):
     @torch.no_grad()
     def observe(self, sums: ClassSums, num_voxels: int) -> None:
         """Fold a batch's per-image sums ``(B, K')`` into the running averages (averaged over ranks under DDP)."""
-        intersection = sums.intersection.detach().float() / num_voxels
-        union = (sums.prediction.detach().float() + sums.ground_truth.detach().float()) / num_voxels
+        # plain tensors: sums of a batched MONAI MetaTensor carry per-image metadata that .sum(0) refuses to merge
+        i, p, g = (t.detach().float().as_subclass(torch.Tensor) for t in sums)
+        intersection = i / num_voxels
+        union = (p + g) / num_voxels
         totals = torch.cat([intersection.sum(0), union.sum(0), intersection.new_full((1,), intersection.shape[0])])
         if self.sync_ranks and dist.is_available() and dist.is_initialized():
             dist.all_reduce(totals)

@@ -203,8 +203,8 @@ def _check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int | No
 
 
 def _check_input_values(input: torch.Tensor, activation: Activation, uses_other_act: bool) -> None:
-    low, high = torch.aminmax(input.detach())
-    low, high = float(low), float(high)
+    extremes = torch.aminmax(input.detach())
+    low, high = float(extremes.min), float(extremes.max)
     if not (math.isfinite(low) and math.isfinite(high)):  # NaN propagates through min/max
         raise ValueError(f"input contains NaN or inf (values in [{low}, {high}]).")
     if activation == "none" and not uses_other_act and (low < 0 or high > 1):
