@@ -11,13 +11,11 @@ import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 __all__ = ["nnunet_label_info", "nnunet_training_cases", "read_dataset_json", "require_nnunet"]
-
-PathLike = Union[str, os.PathLike]  # noqa: UP007 -- a runtime alias
 
 
 def nnunet_label_info(dataset_json: Mapping[str, Any]) -> tuple[int, int | None, list[str]]:
@@ -51,7 +49,9 @@ def _write_splits(path: Path, splits: list[dict[str, list[str]]]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def nnunet_training_cases(dataset_folder: PathLike, data_folder: PathLike, fold: int | str) -> list[str]:
+def nnunet_training_cases(
+    dataset_folder: str | os.PathLike, data_folder: str | os.PathLike, fold: int | str
+) -> list[str]:
     """The training case identifiers of ``fold``, exactly as ``nnUNetTrainer.do_split`` chooses them.
 
     ``fold="all"``: every case. Otherwise ``splits_final.json`` in ``dataset_folder`` (created like nnU-Net does, a

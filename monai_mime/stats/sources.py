@@ -26,6 +26,7 @@ from monai_mime.stats.readers import (
     LABEL_ENDINGS,
     NIFTI_ENDINGS,
     SITK_ENDINGS,
+    PathLike,
     count_many,
     list_label_files,
     read_with_monai,
@@ -35,7 +36,6 @@ from monai_mime.stats.readers import (
 
 __all__ = ["SourcesMixin"]
 
-PathLike = Union[str, os.PathLike]  # noqa: UP007 -- a runtime alias, `|` needs Python 3.10 objects
 CacheArg = Union[bool, PathLike, None]  # noqa: UP007
 
 
