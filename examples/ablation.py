@@ -21,7 +21,7 @@ the share of empty (patch, class) pairs; its summary is ``sweep.md``, ``sweep.js
 
     python examples/ablation.py --data ../shared/data/Dataset027_ACDC --patch-sizes 128,64,32 --steps 1500 \\
         --seeds 0,1 --out results/sweep_acdc
-    python examples/ablation.py --patch-sizes 64,32,16 --steps 1500 --seeds 0,1 --out results/sweep_synthetic
+    python examples/ablation.py --patch-sizes 64,32,16 --steps 1000 --seeds 0,1 --out results/sweep_synthetic
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def run_all(
                     folder = out / run_name(steps, seed, setting, patch=patch)
                     if (folder / "results.json").exists():
                         continue
-                    epochs = max(1, steps // config.steps_per_epoch)
+                    epochs = steps // config.steps_per_epoch
                     size_text = "" if patch is None else f", patch {patch} × batch {batch}"
                     print(f"== {setting}: {steps} steps, seed {seed}{size_text}", flush=True)
                     run_experiment(
@@ -255,6 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     seeds = _int_list(args.seeds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    uneven = [steps for steps in budgets if steps < 1 or steps % args.steps_per_epoch]
+    if uneven and not args.summarize_only:
+        parser.error(
+            f"--steps {','.join(map(str, uneven))}: every budget must be a positive multiple of --steps-per-epoch "
+            f"({args.steps_per_epoch}), or the runs would train fewer steps than their folders say"
+        )
     if not args.summarize_only:
         size = tuple(_int_list(args.patch_size))
         config = ExperimentConfig(

@@ -87,3 +87,13 @@ def test_fixed_patch_ablation_tiny(tmp_path):
     assert set(collected["runs"]["3"]) == {"mime", "dice"} and collected["classes"] == ["blob", "ring", "rare"]
     assert "| `dice` | 1 |" in (tmp_path / "ablation.md").read_text()
     assert (tmp_path / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_budget_that_is_not_whole_epochs_is_refused(tmp_path, capsys):
+    """--steps 1200 with 250 steps per epoch would train 1,000 steps in a folder named steps1200: refused."""
+    with pytest.raises(SystemExit) as exit_info:
+        ablation.main(["--steps", "1200", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--steps 1200" in err and "multiple of --steps-per-epoch (250)" in err
+    assert not list(tmp_path.iterdir())
