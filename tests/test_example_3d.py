@@ -90,4 +90,8 @@ def test_quick_3d_smoke_run(tmp_path):
     res = finite_results(out, list(pt.DEFAULT_LOSSES), classes=3)
     assert res["environment"]["device"] == "cpu"
     assert np.all([e["steps"] == 20 for e in res["losses"].values()])
-    assert json.loads((out / "results.json").read_text())["config"]["patch_size"] == [16, 16, 16]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["patch_size"] == [16, 16, 16]
+    # the training items of a 3D run are whole volumes (the --quick 3D preset has 12)
+    assert saved["data"]["num_train_items"] == saved["data"]["num_train_cases"] == 12
+    assert "(whole volumes)" in (out / "results.md").read_text()

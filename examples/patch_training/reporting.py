@@ -47,7 +47,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"Adam lr {cfg['lr']:g}, {steps} steps × {cfg['batch_size']} patches"
         + (f" × {env['world_size']} processes" if env["world_size"] > 1 else "")
         + f", seed {cfg['seed']}, device {env['device']}. Train: {d['num_train_cases']} cases "
-        + (f"({d['num_train_items_2d']} 2D images)" if len(cfg["patch_size"]) == 2 else "(whole volumes)")
+        + (f"({d['num_train_items']} 2D images)" if len(cfg["patch_size"]) == 2 else "(whole volumes)")
         + f"; held-out: {d['num_val_cases']} cases, whole {_held_out_view(d, len(cfg['patch_size']))}. "
         f"Mean ± std over held-out cases; a class missed (or predicted where absent) counts DSC 0 and HD95 = "
         f"image diagonal, a class absent from both counts DSC 100 and HD95 0"
