@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from monai_mime.stats.cache import FORMAT, VERSION, CorruptStatisticsError, read_json_checked, write_json_atomic
-from monai_mime.stats.sources import SourcesMixin
+from monai_mime.stats.nnunet_sources import NnUNetSourcesMixin
 
 __all__ = ["ClassStatistics", "WEIGHT_MODES", "DEFAULT_MODE", "ABSENT_RULES"]
 
@@ -81,7 +81,7 @@ ABSENT_RULES = ("error", "one_voxel")
 
 # ---------------------------------------------------------------------------------------------- ClassStatistics
 @dataclass(eq=False, repr=False)
-class ClassStatistics(SourcesMixin):
+class ClassStatistics(NnUNetSourcesMixin):
     """Per-image voxel counts per class over a training set, and the Mime weights derived from them.
 
     Build with ``from_labels``, ``from_folder``, ``from_data_dicts``, ``from_nnunet_raw`` or
