@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from _patch_example import ablation, pt, tiny_config
+from patch_training.runs import run_scores
 from patch_training.sampling import class_absence  # examples/ is on sys.path (_patch_example)
 from patch_training.sweep import constant_voxel_batches
 
@@ -54,6 +55,7 @@ def test_patch_size_sweep_tiny(tmp_path, capsys):
     assert set(runs) == set(settings) and all(len(runs[s][p]) == 2 for s in settings for p in ("32", "16"))
     md = (tmp_path / "sweep.md").read_text()
     assert "| `mime_adaptive` |" in md and "32²" in md and "empty (patch, class) pairs %" in md
+    assert "### 3 steps: mean DSC % where present" in md
     assert "nan" not in md.lower()
     png = (tmp_path / "sweep.png").read_bytes()
     assert len(png) > 10_000 and png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -97,3 +99,18 @@ def test_budget_that_is_not_whole_epochs_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--steps 1200" in err and "multiple of --steps-per-epoch (250)" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_dice_where_present_averages_the_classes_over_the_cases_that_contain_them():
+    """Two cases, two classes: class 0 present in both, class 1 (never predicted) only in the second. The paper's
+    convention scores case 0's absent class 1 as 1; where present, class 1 scores 0 and class 0 the mean of both."""
+    per_case = [{"dice": [0.8, 1.0], "gt_counts": [10, 0]}, {"dice": [0.6, 0.0], "gt_counts": [12, 3]}]
+    per_class = {c: {"dice_mean": m, "hd95_mean": 1.0, "volume_ratio": 1.0} for c, m in (("a", 0.7), ("b", 0.5))}
+    entry = {"per_class": per_class, "per_case": per_case, "mean": {"dice": 0.6, "hd95": 1.0}}
+    scores = run_scores(entry)
+    assert scores["class_dice_present"] == pytest.approx([0.7, 0.0])
+    assert scores["dice_present"] == pytest.approx(0.35)
+    # a class absent from every case has no score where present and does not enter the mean
+    entry["per_case"] = [{"dice": [0.8, 1.0], "gt_counts": [10, 0]}]
+    assert run_scores(entry)["class_dice_present"] == [0.8, None]
+    assert run_scores(entry)["dice_present"] == pytest.approx(0.8)

@@ -19,16 +19,19 @@ def run_name(steps: int, seed: int, setting: str, patch: int | None = None) -> s
 
 def run_scores(entry: dict[str, Any]) -> dict[str, Any]:
     """One loss's scores from its results.json entry: mean and per-class Dice and HD95 (paper conventions), the
-    per-class Dice over the held-out cases that contain the class, the predicted/true volume ratio, Mime's
-    threshold and the training time."""
+    per-class Dice over the held-out cases that contain the class and its mean over the classes (``dice_present``),
+    the predicted/true volume ratio, Mime's threshold and the training time."""
     per_class = entry["per_class"]
     cases = entry["per_case"]
     present = [[case["dice"][k] for case in cases if case["gt_counts"][k] > 0] for k in range(len(per_class))]
+    class_dice_present = [float(np.mean(d)) if d else None for d in present]
+    scored = [v for v in class_dice_present if v is not None]
     return {
         "dice": entry["mean"]["dice"],
+        "dice_present": float(np.mean(scored)) if scored else None,
         "hd95": entry["mean"]["hd95"],
         "class_dice": [v["dice_mean"] for v in per_class.values()],
-        "class_dice_present": [float(np.mean(d)) if d else None for d in present],
+        "class_dice_present": class_dice_present,
         "class_hd95": [v["hd95_mean"] for v in per_class.values()],
         "volume_ratio": [v["volume_ratio"] for v in per_class.values()],
         "threshold": entry.get("threshold"),

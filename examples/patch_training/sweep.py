@@ -24,6 +24,11 @@ from .sampling import class_absence
 
 __all__ = ["collect_sweep", "constant_voxel_batches", "plot_sweep", "record_class_absence", "sweep_markdown"]
 
+#: The sweep's summary scores (keys of :func:`~.runs.run_scores`): the paper's mean DSC, where a class absent from a
+#: case and not predicted scores 100, and the mean over classes of the DSC on the cases that contain the class, where
+#: a class never predicted scores 0.
+METRICS = (("dice", "mean DSC %"), ("dice_present", "mean DSC % where present"))
+
 
 def constant_voxel_batches(patch_sizes: Sequence[int], batch_size: int, spatial_dims: int) -> list[int]:
     """The batch size per patch size that keeps ``batch × size^spatial_dims`` at ``batch_size × patch_sizes[0]^d``.
@@ -134,17 +139,19 @@ def sweep_markdown(collected: dict[str, Any]) -> str:
         )
     lines.append("")
     for steps, settings in collected["runs"].items():
-        lines += [f"### {steps} steps: mean DSC % (± spread over seeds)", ""]
-        lines.append("| setting | " + " | ".join(_size_label(collected, p) for p in order) + " |")
-        lines.append("|---|" + "---:|" * len(order))
-        for setting, per_size in settings.items():
-            cells = []
-            for p in order:
-                runs = per_size.get(p, [])
-                m, sd = mean_std([r["dice"] for r in runs])
-                cells.append(_cell(m) + (f" ± {100 * sd:.1f}" if len(runs) > 1 else ""))
-            lines.append(f"| `{setting}` | " + " | ".join(cells) + " |")
-        lines += ["", f"### {steps} steps: per class", ""]
+        for key, title in METRICS:
+            lines += [f"### {steps} steps: {title} (± spread over seeds)", ""]
+            lines.append("| setting | " + " | ".join(_size_label(collected, p) for p in order) + " |")
+            lines.append("|---|" + "---:|" * len(order))
+            for setting, per_size in settings.items():
+                cells = []
+                for p in order:
+                    runs = per_size.get(p, [])
+                    m, sd = mean_std([r[key] for r in runs])
+                    cells.append(_cell(m) + (f" ± {100 * sd:.1f}" if len(runs) > 1 else ""))
+                lines.append(f"| `{setting}` | " + " | ".join(cells) + " |")
+            lines.append("")
+        lines += [f"### {steps} steps: per class", ""]
         lines.append(
             "| setting | patch | seeds | mean DSC % | "
             + " | ".join([f"{c} DSC %" for c in classes] + [f"{c} DSC % where present" for c in classes])
@@ -175,8 +182,8 @@ def sweep_markdown(collected: dict[str, Any]) -> str:
 
 
 def plot_sweep(collected: dict[str, Any], path: Path) -> None:
-    """Per budget: mean DSC against patch size, one line per setting (mean over seeds, seeds as dots), and the share
-    of empty (patch, class) pairs on a second axis."""
+    """Per budget, one panel per :data:`METRICS`: the score against patch size, one line per setting (mean over
+    seeds, seeds as dots), and the share of empty (patch, class) pairs on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,26 +191,30 @@ def plot_sweep(collected: dict[str, Any], path: Path) -> None:
 
     order = collected["patch_sizes"]
     budgets = list(collected["runs"])
-    fig, axes = plt.subplots(1, len(budgets), figsize=(6.5 * len(budgets), 4.5), squeeze=False)
+    fig, axes = plt.subplots(
+        len(budgets), len(METRICS), figsize=(6.5 * len(METRICS), 4.5 * len(budgets)), squeeze=False
+    )
     xs = np.arange(len(order))
-    for ax, steps in zip(axes[0], budgets, strict=True):
-        for j, (setting, per_size) in enumerate(collected["runs"][steps].items()):
-            means = [mean_std([r["dice"] for r in per_size.get(p, [])])[0] * 100 for p in order]
-            ax.plot(xs, means, "-o", color=f"C{j % 10}", label=setting, markersize=4)
-            for i, p in enumerate(order):
-                seeds = [100 * r["dice"] for r in per_size.get(p, []) if r["dice"] is not None]
-                ax.plot([xs[i] + 0.04 * (j - 3)] * len(seeds), seeds, ".", color=f"C{j % 10}", alpha=0.6)
-        ax.set_xticks(xs, [_size_label(collected, p) for p in order])
-        ax.set_xlabel("patch size (equal voxels per step)")
-        ax.set_ylabel("mean DSC % (val); dots: seeds")
-        ax.set_title(f"{steps} steps")
-        empty = [collected["sizes"].get(p, {}).get("empty_pairs", np.nan) * 100 for p in order]
-        twin = ax.twinx()
-        twin.plot(xs, empty, "k--x", label="empty (patch, class) pairs")
-        twin.set_ylabel("empty (patch, class) pairs %")
-        twin.set_ylim(0, 100)
-        twin.legend(loc="lower right", fontsize=7)
-    axes[0][0].legend(loc="lower left", fontsize=7)
+    empty = [collected["sizes"].get(p, {}).get("empty_pairs", np.nan) * 100 for p in order]
+    for row, steps in zip(axes, budgets, strict=True):
+        for ax, (key, title) in zip(row, METRICS, strict=True):
+            for j, (setting, per_size) in enumerate(collected["runs"][steps].items()):
+                means = [mean_std([r[key] for r in per_size.get(p, [])])[0] * 100 for p in order]
+                ax.plot(xs, means, "-o", color=f"C{j % 10}", label=setting, markersize=4)
+                for i, p in enumerate(order):
+                    seeds = [100 * r[key] for r in per_size.get(p, []) if r[key] is not None]
+                    ax.plot([xs[i] + 0.04 * (j - 3)] * len(seeds), seeds, ".", color=f"C{j % 10}", alpha=0.6)
+            ax.set_xticks(xs, [_size_label(collected, p) for p in order])
+            ax.set_xlabel("patch size (equal voxels per step)")
+            ax.set_ylabel(f"{title} (val); dots: seeds")
+            ax.set_title(f"{steps} steps: {title}")
+            ax.set_ylim(0, 100)
+            twin = ax.twinx()
+            twin.plot(xs, empty, "k--x", label="empty (patch, class) pairs")
+            twin.set_ylabel("empty (patch, class) pairs %")
+            twin.set_ylim(0, 100)
+            twin.legend(loc="lower right", fontsize=7)
+        row[0].legend(loc="lower left", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
