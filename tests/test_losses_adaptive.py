@@ -70,6 +70,29 @@ def test_a_starved_class_gets_a_large_ratio() -> None:
     assert torch.isfinite(loss.a).all() and (loss.b > 0).all()
 
 
+def test_a_vanished_class_is_held_by_a_floor_that_means_the_same_at_every_size() -> None:
+    """A rare class on 16² patches: its starting union is 0.3 voxels (below one voxel, where a floor in voxels would
+    already change the starting a/b). Absent and not predicted for 200 steps, its running union decays below the floor
+    ``min_union_share · ū₀``; ``a`` stops at ``2/(min_union_share · Ū₀)`` and scales as ``1/N`` at every size."""
+    a0, b0 = torch.tensor([0.004, 6.45]), torch.tensor([0.004, 0.2])
+    loss = AdaptiveMimeLoss(a0, b0, momentum=0.9, min_union_share=0.1, reference_voxels=256, to_onehot_y=True)
+    start_union = 2 / (a0 + b0)
+    assert start_union[1] < 1
+    torch.testing.assert_close(loss.weights_at(256), (a0, b0))  # the starting weights are Eq. 2's, not floored
+    probs = torch.zeros(4, 2, 16, 16)
+    probs[:, 0] = 1.0
+    labels = torch.zeros(4, 1, 16, 16, dtype=torch.long)
+    for _ in range(200):
+        loss(probs, labels)
+    torch.testing.assert_close(256 * loss.min_running_union[1], 0.1 * start_union[1], rtol=1e-6, atol=0)
+    assert loss.running_union[1] < loss.min_running_union[1]  # the average itself decays; Eq. 2 uses the floor
+    a, b = loss.weights_at(256)
+    torch.testing.assert_close(a[1], 2 / (0.1 * start_union[1]), rtol=1e-5, atol=0)
+    assert float(b[1]) < 1e-6 and torch.isfinite(a).all()
+    for voxels in (64, 1024, 32**3):
+        torch.testing.assert_close(loss.weights_at(voxels)[0] * voxels, a * 256, rtol=1e-5, atol=0)
+
+
 def test_eval_mode_and_momentum_one_freeze_the_weights() -> None:
     probs, labels = torch.rand(2, 2, 4, 4), torch.randint(0, 2, (2, 1, 4, 4))
     frozen = AdaptiveMimeLoss([0.2, 0.2], [0.1, 0.1], momentum=1.0, to_onehot_y=True)
@@ -85,7 +108,14 @@ def test_state_dict_carries_the_running_averages_and_the_reference_size() -> Non
     loss(torch.rand(2, 2, 4, 4), torch.randint(0, 2, (2, 1, 4, 4)))
     restored = AdaptiveMimeLoss([1.0, 1.0], [1.0, 1.0])
     restored.load_state_dict(loss.state_dict())
-    assert set(loss.state_dict()) == {"a", "b", "running_intersection", "running_union", "reference_voxels"}
+    assert set(loss.state_dict()) == {
+        "a",
+        "b",
+        "running_intersection",
+        "running_union",
+        "min_running_union",
+        "reference_voxels",
+    }
     for name, value in loss.state_dict().items():
         torch.testing.assert_close(restored.state_dict()[name], value)
     torch.testing.assert_close(restored.weights_at(100), loss.weights_at(100))
@@ -97,6 +127,9 @@ def test_registry_and_bad_arguments() -> None:
         AdaptiveMimeLoss([1.0], [1.0], momentum=1.5)
     with pytest.raises(ValueError, match="reference_voxels"):
         AdaptiveMimeLoss([1.0], [1.0], reference_voxels=0)
+    for share in (0.0, 1.5):
+        with pytest.raises(ValueError, match="min_union_share"):
+            AdaptiveMimeLoss([1.0], [1.0], min_union_share=share)
     loss = AdaptiveMimeLoss([1.0, 1.0], [1.0, 1.0], to_onehot_y=True)
     sums = loss.class_sums(torch.rand(2, 2, 4, 4), torch.randint(0, 2, (2, 1, 4, 4)))
     with pytest.raises(ValueError, match="needs num_voxels"):

@@ -50,11 +50,11 @@ def _adaptive(momentum: float = 0.9) -> AdaptiveMimeLoss:
 class _VoxelAverages:
     """The earlier AdaptiveMimeLoss update: running averages in voxels, Eq. 2 at them (one scale only)."""
 
-    def __init__(self, momentum: float, min_union: float = 1.0) -> None:
+    def __init__(self, momentum: float, min_union_share: float = 0.1) -> None:
         a, b = torch.tensor(A0), torch.tensor(B0)
         self.union = 2 / (a + b)
         self.intersection = b * self.union**2 / 2
-        self.momentum, self.min_union = momentum, min_union
+        self.momentum, self.min_union = momentum, min_union_share * self.union
 
     def update(self, sums: ClassSums) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.momentum
@@ -63,7 +63,7 @@ class _VoxelAverages:
         return self.weights()
 
     def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        union = self.union.clamp_min(self.min_union)
+        union = torch.maximum(self.union, self.min_union)
         intersection = torch.minimum(self.intersection, union / 2)
         return 2 * (union - intersection) / union**2, (2 * intersection / union**2).clamp_min(1e-38)
 

@@ -165,9 +165,9 @@ def test_each_output_gets_the_weights_of_its_size_and_they_are_logged_per_epoch(
             np.testing.assert_allclose(loss.b.numpy(), b, rtol=1e-5)
     a_full, a_half, a_quarter = (np.array(a) for _, a, _ in weights)
     np.testing.assert_allclose(a_half / a_full, 4, rtol=1e-5)  # Eq. 2 at a quarter of the voxels
-    np.testing.assert_allclose(a_quarter[:2] / a_full[:2], 16, rtol=1e-5)
-    # the rare class's mean union at 8 x 8 is below one voxel: the floor min_union holds its weight down
-    assert float(loss.running_union[2]) * 64 < loss.min_union and a_quarter[2] / a_full[2] < 16
+    # every class, the rare one too, whose mean union at 8 x 8 is below one voxel (the floor is scale-free)
+    assert float(loss.running_union[2]) * 64 < 1
+    np.testing.assert_allclose(a_quarter / a_full, 16, rtol=1e-5)
     trainer.on_train_epoch_end([{"loss": np.array(0.5)}])
     log = Path(trainer.log_file).read_text()
     for index, (voxels, _, _) in enumerate(weights):

@@ -44,9 +44,11 @@ class AdaptiveMimeLoss(MimeLoss):
         momentum: weight of the old average per training step (0.99: a horizon of about 100 steps); 1 freezes the
             averages (at a single scale the loss is then plain :class:`MimeLoss`; at another scale its a/b are
             rescaled by ``N₀/N``).
-        min_union: floor for ``Ū`` in voxels at the call's size, so that a class missing from many consecutive batches
-            cannot blow ``a`` up. It applies from the first call: starting weights with ``2/(a + b) < min_union`` are
-            floored too.
+        min_union_share: floor for the running union as a share of its starting value, ``ū ≥ min_union_share · ū₀``
+            (in ``(0, 1]``), so that a class missing from many consecutive batches cannot blow ``a`` up: ``a`` stays
+            below ``2/(min_union_share · Ū₀)``. Being a share of a per-voxel average, the floor means the same at every
+            output size, and it lies below the starting point, so the starting a/b are Eq. 2's. (A floor in voxels at
+            the call's size would bind on small patches of rare classes, whose mean union is below one voxel there.)
         reference_voxels: ``N₀``, the spatial voxel count of one image at which ``a``, ``b`` hold (the patch size
             they were computed for). ``None``: the voxel count of the first call (in nnU-Net, the full-resolution
             output). :meth:`from_statistics` sets it from ``patch_size``.
@@ -57,7 +59,8 @@ class AdaptiveMimeLoss(MimeLoss):
         **kwargs: as :class:`MimeLoss`.
 
     Buffers (all in the ``state_dict``, so a checkpoint of the loss resumes with the weights it had):
-    ``running_intersection`` (``ī``), ``running_union`` (``ū``), ``reference_voxels`` (``N₀``; 0 until known), and
+    ``running_intersection`` (``ī``), ``running_union`` (``ū``), ``min_running_union`` (its floor
+    ``min_union_share · ū₀``), ``reference_voxels`` (``N₀``; 0 until known), and
     ``a``, ``b``: the weights of the last call, at that call's voxel count (the starting weights before the first
     call). :meth:`weights_at` gives them at any voxel count.
 
@@ -70,6 +73,7 @@ class AdaptiveMimeLoss(MimeLoss):
 
     running_intersection: torch.Tensor
     running_union: torch.Tensor
+    min_running_union: torch.Tensor
     reference_voxels: torch.Tensor
 
     def __init__(
@@ -77,7 +81,7 @@ class AdaptiveMimeLoss(MimeLoss):
         a: Sequence[float] | np.ndarray | torch.Tensor,
         b: Sequence[float] | np.ndarray | torch.Tensor,
         momentum: float = 0.99,
-        min_union: float = 1.0,
+        min_union_share: float = 0.1,
         reference_voxels: int | None = None,
         sync_ranks: bool = True,
         **kwargs: Any,
@@ -85,13 +89,16 @@ class AdaptiveMimeLoss(MimeLoss):
         super().__init__(a, b, **kwargs)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must lie in [0, 1], got {momentum}.")
+        if not 0.0 < min_union_share <= 1.0:
+            raise ValueError(f"min_union_share must lie in (0, 1], got {min_union_share}.")
         if reference_voxels is not None and reference_voxels < 1:
             raise ValueError(f"reference_voxels must be a positive voxel count or None, got {reference_voxels}.")
         self.momentum = float(momentum)
-        self.min_union = float(min_union)
+        self.min_union_share = float(min_union_share)
         self.sync_ranks = bool(sync_ranks)
         self.register_buffer("running_union", torch.zeros_like(self.a))
         self.register_buffer("running_intersection", torch.zeros_like(self.a))
+        self.register_buffer("min_running_union", torch.zeros_like(self.a))
         self.register_buffer("reference_voxels", torch.zeros((), dtype=torch.float64))
         if reference_voxels is not None:
             self._start(reference_voxels)
@@ -123,6 +130,7 @@ class AdaptiveMimeLoss(MimeLoss):
         """The starting fractions from the current (starting) a/b, taken to hold at ``num_voxels`` voxels."""
         union = 2 / (self.a + self.b)
         self.running_union.copy_(union / num_voxels)
+        self.min_running_union.copy_(self.min_union_share * union / num_voxels)
         self.running_intersection.copy_(self.b * union**2 / 2 / num_voxels)
         self.reference_voxels.fill_(float(num_voxels))
 
@@ -134,7 +142,7 @@ class AdaptiveMimeLoss(MimeLoss):
                 "AdaptiveMimeLoss: the voxel count of the starting a/b is not known yet; pass reference_voxels or "
                 "call the loss once."
             )
-        union = (self.running_union * num_voxels).clamp_min(self.min_union)
+        union = torch.maximum(self.running_union, self.min_running_union) * num_voxels
         intersection = torch.minimum(self.running_intersection * num_voxels, union / 2)  # I ≤ min(G, P) ≤ U/2
         a = 2 * (union - intersection) / union**2
         b = (2 * intersection / union**2).clamp_min(torch.finfo(torch.float32).tiny)
@@ -179,4 +187,7 @@ class AdaptiveMimeLoss(MimeLoss):
         return super().loss_from_sums(sums, num_voxels)
 
     def extra_repr(self) -> str:
-        return f"momentum={self.momentum}, reference_voxels={int(self.reference_voxels)}, " + super().extra_repr()
+        return (
+            f"momentum={self.momentum}, min_union_share={self.min_union_share}, "
+            f"reference_voxels={int(self.reference_voxels)}, " + super().extra_repr()
+        )
