@@ -254,13 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     budgets = _int_list(args.steps)
     seeds = _int_list(args.seeds)
     out = Path(args.out)
+    if not args.summarize_only:
+        uneven = [steps for steps in budgets if steps < 1 or steps % args.steps_per_epoch]
+        if uneven:
+            parser.error(
+                f"--steps {','.join(map(str, uneven))}: every budget must be a positive multiple of --steps-per-epoch "
+                f"({args.steps_per_epoch}), or the runs would train fewer steps than their folders say"
+            )
     out.mkdir(parents=True, exist_ok=True)
-    uneven = [steps for steps in budgets if steps < 1 or steps % args.steps_per_epoch]
-    if uneven and not args.summarize_only:
-        parser.error(
-            f"--steps {','.join(map(str, uneven))}: every budget must be a positive multiple of --steps-per-epoch "
-            f"({args.steps_per_epoch}), or the runs would train fewer steps than their folders say"
-        )
     if not args.summarize_only:
         size = tuple(_int_list(args.patch_size))
         config = ExperimentConfig(

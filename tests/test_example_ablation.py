@@ -94,11 +94,11 @@ def test_fixed_patch_ablation_tiny(tmp_path):
 def test_budget_that_is_not_whole_epochs_is_refused(tmp_path, capsys):
     """--steps 1200 with 250 steps per epoch would train 1,000 steps in a folder named steps1200: refused."""
     with pytest.raises(SystemExit) as exit_info:
-        ablation.main(["--steps", "1200", "--out", str(tmp_path)])
+        ablation.main(["--steps", "1200", "--out", str(tmp_path / "sweep")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--steps 1200" in err and "multiple of --steps-per-epoch (250)" in err
-    assert not list(tmp_path.iterdir())
+    assert not list(tmp_path.iterdir())  # refused before anything is written, the output folder included
 
 
 def test_dice_where_present_averages_the_classes_over_the_cases_that_contain_them():
