@@ -44,6 +44,16 @@ def test_run_experiment_synthetic_in_process(tmp_path):
     moving = res["losses"]["mime_adaptive"]
     assert "a_initial" in moving and moving["a"] != moving["a_initial"]  # the weights moved and are reported
     assert "a_initial" not in res["losses"]["mime"]
+    points = moving["operating_point_per_epoch"]  # Eq. 2's running Ī, Ū after each epoch, in voxels of a patch
+    assert [p["epoch"] for p in points] == list(range(1, tiny_config().epochs + 1))
+    a, b, u, i = (
+        torch.tensor(v, dtype=torch.float64)
+        for v in (moving["a"], moving["b"], points[-1]["union"], points[-1]["intersection"])
+    )
+    i = torch.minimum(i, u / 2)  # weights_at's bound I ≤ min(G, P) ≤ U/2 (the balance start has I/U = 0.75 for bg)
+    torch.testing.assert_close(a, 2 * (u - i) / u**2, rtol=1e-5, atol=0)  # the last weights are Eq. 2 at that point
+    torch.testing.assert_close(b, 2 * i / u**2, rtol=1e-5, atol=0)
+    assert "operating_point_per_epoch" not in res["losses"]["mime"]
     assert (tmp_path / "checkpoints" / "mime.pt").exists()
     e = res["losses"]["mime"]
     assert len(e["a"]) == 4 and all(0 < t < 1 for t in e["threshold"])

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from monai_mime import AdaptiveMimeLoss
+
 from .cases import PreparedData
 from .config import ExperimentConfig
 from .runtime import Runtime, bars_on, log, progress, resolve_device, track_meta
@@ -55,7 +57,8 @@ def train_model(
         The unwrapped model, the loss after training (its state, e.g. AdaptiveMimeLoss's running averages, is what
         the checkpoint keeps) and a dict with ``loss_per_epoch``, ``loss_curve`` (``[step, mean loss over the
         last steps]``), ``train_time_s`` (without the callbacks), ``steps``, ``diverged`` and, for Mime, ``a``,
-        ``b`` and ``threshold = b / (a + b)``.
+        ``b`` and ``threshold = b / (a + b)``; for the adaptive Mime ``operating_point_per_epoch``: after each epoch,
+        the running ``Ī`` and ``Ū`` of Eq. 2 in voxels of one training patch (``intersection``, ``union``).
     """
     from monai.data import DataLoader, Dataset
     from monai.utils import set_determinism
@@ -97,10 +100,19 @@ def train_model(
         torch.backends.cudnn.deterministic = False
         torch.backends.cudnn.benchmark = True
 
+    operating_points: list[dict[str, Any]] = []
+
+    def after_epoch(epoch: int, trained: nn.Module) -> None:
+        point = _operating_point(loss_fn)
+        if point is not None:
+            operating_points.append({"epoch": epoch, **point})
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, trained)
+
     t0 = time.perf_counter()
     with track_meta(False):
         per_epoch, curve, step, diverged, callback_time = _train_epochs(
-            spec, net, loss_fn, opt, scaler, use_amp, loader, sampler, config, rt, t0, model, on_epoch_end
+            spec, net, loss_fn, opt, scaler, use_amp, loader, sampler, config, rt, t0, model, after_epoch
         )
     if rt.device.type == "cuda":
         torch.cuda.synchronize(rt.device)
@@ -110,6 +122,8 @@ def train_model(
         info.update(a=a.tolist(), b=b.tolist(), threshold=(b / (a + b)).tolist())
         if not (torch.equal(ab_start[0], a) and torch.equal(ab_start[1], b)):  # weights that move (adaptive)
             info.update(a_initial=ab_start[0].tolist(), b_initial=ab_start[1].tolist())
+    if operating_points:
+        info.update(operating_point_per_epoch=operating_points)
     info.update(
         loss_per_epoch=per_epoch,
         loss_curve=curve,
@@ -127,6 +141,19 @@ def _weights(loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
         a, b = getattr(module, "a", None), getattr(module, "b", None)
         if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
             return a.detach().double().cpu().clone(), b.detach().double().cpu().clone()
+    return None
+
+
+def _operating_point(loss_fn: nn.Module) -> dict[str, list[float]] | None:
+    """The adaptive Mime's running ``Ī``, ``Ū`` (of the loss, or inside an ``X+ce`` compound) in voxels of one
+    image at its reference size, or None for other losses."""
+    for module in loss_fn.modules():
+        if isinstance(module, AdaptiveMimeLoss) and module.started:
+            voxels = float(module.reference_voxels)
+            return {
+                "intersection": (module.running_intersection.double().cpu() * voxels).tolist(),
+                "union": (module.running_union.double().cpu() * voxels).tolist(),
+            }
     return None
 
 
