@@ -74,8 +74,8 @@ class AdaptiveMimeLoss(MimeLoss):
     from above: an untrained network predicts it on about ``1/K`` of every voxel, the averages take that in within a
     few steps, and Eq. 2 then asks only that the prediction shrink. Where the network instead settles with the class
     confidently over-predicted, the loss, linear in the probabilities, has no gradient left there (on the built-in
-    data, one seed of two at 32² and 16² patches: 200–450× the true volume). Adding cross-entropy
-    (``"mime_adaptive+ce"``) avoided it at 32².
+    data, 3 of 6 seeds at 32² and 2 of 6 at 16² patches: 100–450× the true volume). Adding cross-entropy
+    (``"mime_adaptive+ce"``) avoided it in all 6 seeds at both sizes; it found the class in 4 of 6 at 32², none at 16².
     """
 
     running_intersection: torch.Tensor
