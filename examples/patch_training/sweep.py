@@ -198,12 +198,14 @@ def plot_sweep(collected: dict[str, Any], path: Path) -> None:
     empty = [collected["sizes"].get(p, {}).get("empty_pairs", np.nan) * 100 for p in order]
     for row, steps in zip(axes, budgets, strict=True):
         for ax, (key, title) in zip(row, METRICS, strict=True):
-            for j, (setting, per_size) in enumerate(collected["runs"][steps].items()):
+            settings = collected["runs"][steps]
+            for j, (setting, per_size) in enumerate(settings.items()):
                 means = [mean_std([r[key] for r in per_size.get(p, [])])[0] * 100 for p in order]
                 ax.plot(xs, means, "-o", color=f"C{j % 10}", label=setting, markersize=4)
                 for i, p in enumerate(order):
                     seeds = [100 * r[key] for r in per_size.get(p, []) if r[key] is not None]
-                    ax.plot([xs[i] + 0.04 * (j - 3)] * len(seeds), seeds, ".", color=f"C{j % 10}", alpha=0.6)
+                    x = xs[i] + 0.04 * (j - (len(settings) - 1) / 2)  # the settings' dots centred on the tick
+                    ax.plot([x] * len(seeds), seeds, ".", color=f"C{j % 10}", alpha=0.6)
             ax.set_xticks(xs, [_size_label(collected, p) for p in order])
             ax.set_xlabel("patch size (equal voxels per step)")
             ax.set_ylabel(f"{title} (val); dots: seeds")
