@@ -56,9 +56,24 @@ DEFAULT_SETTINGS = (
     "mime:mode=balance:gamma=0.5",
     "mime_adaptive:mode=dice:overlap=0.5",
     "mime_adaptive:mode=balance:gamma=0.5",
+    "dice+ce",
+    "dice+ce:include_background=false",
 )
-#: The patch-size sweep's settings: the recommended Mime, the paper's fixed Mime, their CE compound and the others.
-SWEEP_SETTINGS = ("mime_adaptive", "mime", "mime_adaptive+ce", "dice", "vnet", "gdl", "ce")
+#: The patch-size sweep's settings: the adaptive and the paper's fixed Mime, the adaptive Mime + CE, the Dice variants,
+#: cross-entropy, and Dice + CE as MONAI's ``DiceCELoss`` (background included) and as nnU-Net's (excluded).
+SWEEP_SETTINGS = (
+    "mime_adaptive",
+    "mime",
+    "mime_adaptive+ce",
+    "dice",
+    "vnet",
+    "gdl",
+    "ce",
+    "dice+ce",
+    "dice+ce:include_background=false",
+)
+#: The sweep's paired comparison (setting, reference): Mime + CE against the Dice + CE users train with today.
+SWEEP_PAIRED = ("mime_adaptive+ce", "dice+ce")
 
 
 def run_all(
@@ -205,7 +220,8 @@ def summarize(
     """Write the summary of the finished runs (``ablation.*``, or ``sweep.*`` for a patch-size axis); its
     markdown path, or None before any run has finished."""
     if patch_sizes:
-        sweep = collect_sweep(out, settings, budgets, seeds, patch_sizes)
+        paired = SWEEP_PAIRED if set(SWEEP_PAIRED) <= set(settings) else None
+        sweep = collect_sweep(out, settings, budgets, seeds, patch_sizes, paired)
         if not sweep["runs"]:
             return None
         (out / "sweep.json").write_text(json.dumps(sweep, indent=1))

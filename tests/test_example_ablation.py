@@ -10,7 +10,7 @@ import pytest
 from _patch_example import ablation, pt, tiny_config
 from patch_training.runs import run_scores
 from patch_training.sampling import class_absence  # examples/ is on sys.path (_patch_example)
-from patch_training.sweep import constant_voxel_batches
+from patch_training.sweep import constant_voxel_batches, paired_differences, plot_sweep, sweep_markdown
 
 
 def test_constant_voxel_batches():
@@ -78,6 +78,55 @@ def test_patch_size_sweep_tiny(tmp_path, capsys):
 def test_sweep_default_settings_include_the_ce_compound():
     assert "mime_adaptive+ce" in ablation.SWEEP_SETTINGS
     pt.parse_loss_specs(list(ablation.SWEEP_SETTINGS))  # every name is known to the registry
+
+
+@pytest.mark.parametrize("settings", [ablation.SWEEP_SETTINGS, ablation.DEFAULT_SETTINGS])
+def test_comparisons_include_dice_ce_as_monai_and_as_nnunet_train_it(settings):
+    assert "dice+ce" in settings and "dice+ce:include_background=false" in settings
+    assert set(ablation.SWEEP_PAIRED) <= set(ablation.SWEEP_SETTINGS)
+
+
+def _scores(dice: float, present: float | None) -> dict:
+    return {
+        "dice": dice,
+        "dice_present": present,
+        "class_dice": [dice],
+        "class_dice_present": [present],
+        "volume_ratio": [1.0],
+        "hd95": 1.0,
+    }
+
+
+def test_paired_differences_match_seeds_and_skip_unpaired_ones(tmp_path):
+    """Seeds 0-2 of A, seeds 0, 2, 3 of B: the differences are A − B of seeds 0 and 2 only, in the table with their
+    mean ± standard deviation and range, and in the figure's extra panel."""
+    a = [{"seed": s, **_scores(d, d)} for s, d in ((0, 0.80), (1, 0.90), (2, 0.70))]
+    b = [{"seed": s, **_scores(d, None if s == 2 else d)} for s, d in ((0, 0.75), (2, 0.74), (3, 0.10))]
+    collected = {
+        "classes": ["c"],
+        "patch_sizes": ["32", "16"],
+        "sizes": {
+            "32": {
+                "batch_size": 1,
+                "voxels_per_step": 1024,
+                "spatial_dims": 2,
+                "class_absent": [0.5],
+                "empty_pairs": 0.5,
+            }
+        },
+        "runs": {"3": {"A": {"32": a}, "B": {"32": b}}},
+    }
+    paired = paired_differences(collected, "A", "B")
+    entry = paired["differences"]["3"]["32"]
+    assert entry["seeds"] == [0, 2] and "16" not in paired["differences"]["3"]
+    assert entry["dice"] == pytest.approx([0.05, -0.04])
+    assert entry["dice_present"][0] == pytest.approx(0.05) and entry["dice_present"][1] is None
+    md = sweep_markdown({**collected, "paired": paired})
+    assert "paired difference `A` − `B`" in md
+    assert "| 32² | 0, 2 | mean DSC % | +5.0, -4.0 | +0.5 ± 4.5 | -4.0 … +5.0 |" in md
+    assert "| 32² | 0, 2 | mean DSC % where present | +5.0 | +5.0 ± 0.0 | +5.0 … +5.0 |" in md
+    plot_sweep({**collected, "paired": paired}, tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_fixed_patch_ablation_tiny(tmp_path):
