@@ -1,7 +1,7 @@
 """Forward+backward time and peak extra memory of this package's losses and compounds against MONAI's, nnU-Net's and
 ``torch.nn.functional.cross_entropy`` on the same inputs, in the same run.
 
-    python examples/benchmark_losses.py                  # the three shapes of the README table, realistic labels
+    python examples/benchmark_losses.py                  # the three shapes of docs/results/benchmarks.md
     python examples/benchmark_losses.py --repeats 3 --shapes 2d --labels shells,uniform
     python examples/benchmark_losses.py --threads 1 --clock process   # on a machine shared with other jobs
 

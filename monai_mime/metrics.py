@@ -344,11 +344,12 @@ class MetricAccumulator:
     ``exclude_both_empty=True`` leaves a case out of a class's Dice / HD95 mean and std when that class is
     absent from both its prediction and its ground truth (instead of counting Dice 1 and HD95 0).
 
-    >>> acc = MetricAccumulator(class_names=["a", "b"])
-    >>> gt = np.array([[0, 1], [1, 0]])
-    >>> acc.add(evaluate_case(gt, gt, num_classes=3))
-    >>> acc.summary()["per_class"]["a"]["dice_mean"]
-    1.0
+    Examples:
+        >>> acc = MetricAccumulator(class_names=["a", "b"])
+        >>> gt = np.array([[0, 1], [1, 0]])
+        >>> acc.add(evaluate_case(gt, gt, num_classes=3))
+        >>> acc.summary()["per_class"]["a"]["dice_mean"]
+        1.0
     """
 
     class_names: list[str]

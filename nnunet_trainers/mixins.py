@@ -185,9 +185,10 @@ class MimeLossMixin(LossTrainerMixin):
 
     It starts from the a/b of the weight mode at the patch size (the fold's statistics) and then follows the Dice
     gradient at running per-voxel averages of the training batches' sums — the setting the ablation on ACDC and on
-    the rare-class data chose (README, "Which a/b?"). Each deep-supervision output gets the weights of its own size;
-    under DDP the ranks share the averages; the averages are saved in checkpoints. ``$MONAI_MIME_LOSS`` (read when the
-    loss is built) may name another loss; the fixed-weight Mime has its own trainers (:class:`MimeFixedLossMixin`).
+    the rare-class data chose (``docs/explanation/which_ab.md``). Each deep-supervision output gets the weights of its
+    own size; under DDP the ranks share the averages; the averages are saved in checkpoints. ``$MONAI_MIME_LOSS``
+    (read when the loss is built) may name another loss; the fixed-weight Mime has its own trainers
+    (:class:`MimeFixedLossMixin`).
     """
 
 

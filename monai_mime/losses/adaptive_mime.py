@@ -70,7 +70,7 @@ class AdaptiveMimeLoss(MimeLoss):
     averages are per image: with ``batch=True`` they still average the per-image sums handed to
     :meth:`loss_from_sums`.
 
-    Limitation (measured, README "Sub-patching"): a class present in under 2 % of the training patches is learned
+    Limitation (measured, ``docs/results/sweep.md``): a class present in under 2 % of the training patches is learned
     from above: an untrained network predicts it on about ``1/K`` of every voxel, the averages take that in within a
     few steps, and Eq. 2 then asks only that the prediction shrink. Where the network instead settles with the class
     confidently over-predicted, the loss, linear in the probabilities, has no gradient left there (on the built-in

@@ -18,10 +18,11 @@ which the linear Mime loss prefers class k at a voxel):
 - ``"balance"`` (default, ``gamma=0.5``) a balance exponent ``γ`` on the Eq. 3 ratio with ``a_k = 1 / Ḡ_k`` fixed:
   ``b_k = a_k (Ḡ_k / B̄_k)^γ``, i.e. ``a_k / b_k = (B̄_k / Ḡ_k)^γ``; γ = 1 is ``"mean"``, γ = 0 is ``a_k = b_k``.
 
-The default, ``"balance"`` with γ = 0.5 (the square root of the Eq. 3 ratio), was chosen by the ablation in the README
-("Which a/b?"): as the starting point of :class:`monai_mime.AdaptiveMimeLoss` it gave the best mean Dice on the
-built-in rare-class data (2 seeds) and matched the best on ACDC's val split; as fixed weights it is the only mode
-that kept the rare class alive on the built-in data (it over-segments on ACDC, where ``"dice"`` does better).
+The default, ``"balance"`` with γ = 0.5 (the square root of the Eq. 3 ratio), was chosen by the ablation
+(``docs/explanation/which_ab.md``): as the starting point of :class:`monai_mime.AdaptiveMimeLoss` it gave the best
+mean Dice on the built-in rare-class data (2 seeds) and matched the best on ACDC's val split; as fixed weights it is
+the only mode that kept the rare class alive on the built-in data (it over-segments on ACDC, where ``"dice"`` does
+better).
 """
 
 from __future__ import annotations
@@ -212,7 +213,7 @@ class ClassStatistics(NnUNetSourcesMixin):
         literal Eq. 3 (``"paper"``) is divided by N² more, which on a real dataset puts the gradients far below
         Adam's ``eps`` (1e-8) and slows learning. Ratio: ``"mean"`` keeps Eq. 3's ``a_k/b_k = B̄_k/Ḡ_k``, whose
         threshold ``b/(a+b)`` is the class's voxel fraction (about 1 % on ACDC) and over-segments; the default,
-        ``"balance"`` with γ = 0.5, takes its square root (chosen by the README's ablation).
+        ``"balance"`` with γ = 0.5, takes its square root (chosen by the ablation, ``docs/explanation/which_ab.md``).
 
         Args:
             mode: a key of :data:`WEIGHT_MODES`; None means :data:`DEFAULT_MODE`.
