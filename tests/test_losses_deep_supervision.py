@@ -9,7 +9,7 @@ output the weights of its own size, as it does in nnU-Net (tests/test_losses_ada
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -30,6 +30,11 @@ def _loss(name: str) -> nn.Module:
     return get_loss(name, softmax=True, to_onehot_y=True, **extra)
 
 
+def _deep_supervision(loss: nn.Module) -> DeepSupervisionLoss:
+    """MONAI's wrapper; its annotation asks for its own ``_Loss`` base class, any loss module runs in it."""
+    return DeepSupervisionLoss(cast(Any, loss))
+
+
 def _pyramid(seed: int, size: int = 16) -> tuple[list[torch.Tensor], torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     target = torch.randint(0, K, (2, 1, size, size), generator=g).float()
@@ -44,7 +49,7 @@ def test_deep_supervision_loss_is_the_weighted_sum_of_the_per_output_losses(name
     loss = _loss(name)
     reference = copy.deepcopy(loss)  # the adaptive Mime's averages move at every call: a twin, called in order
     inputs = [o.clone().requires_grad_() for o in outputs]
-    value = DeepSupervisionLoss(loss)(container(inputs), target)
+    value = _deep_supervision(loss)(container(inputs), target)
     value.backward()
     expected = sum(
         w * reference(o, F.interpolate(target, size=o.shape[2:], mode="nearest-exact"))
@@ -73,7 +78,7 @@ def test_dynunet_stacked_training_output_unbound_along_dim_1(name: str) -> None:
     image, target = torch.randn(2, 1, 16, 16), torch.randint(0, K, (2, 1, 16, 16)).float()
     stacked = net(image)
     assert stacked.shape == (2, 2, K, 16, 16)
-    value = DeepSupervisionLoss(_loss(name))(list(torch.unbind(stacked, dim=1)), target)
+    value = _deep_supervision(_loss(name))(list(torch.unbind(stacked, dim=1)), target)
     value.backward()
     grads = [p.grad for p in net.parameters()]
     assert torch.isfinite(value) and all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -100,7 +105,7 @@ def test_adaptive_mime_inside_deep_supervision_gives_each_output_its_own_size_we
     kwargs: dict[str, Any] = dict(include_background=False, softmax=True, to_onehot_y=True, momentum=0.9)
     shared = AdaptiveMimeLoss([0.02, 0.05], [0.004, 0.002], **kwargs)
     single = [AdaptiveMimeLoss([0.02, 0.05], [0.004, 0.002], **kwargs) for _ in range(3)]
-    wrapper = DeepSupervisionLoss(shared)
+    wrapper = _deep_supervision(shared)
     steps = 120
     for step in range(steps):
         signal, labels = _disc_batch(g, step, steps)
