@@ -113,3 +113,19 @@ def test_bad_weights_are_refused() -> None:
         CompoundCELoss(get_loss("dice", weight=WEIGHT), weight=WEIGHT)
     with pytest.raises(ValueError, match="one value per class"):
         SoftDiceCELoss(weight=2.0)
+
+
+def test_an_overlap_weight_alone_keeps_the_one_pass_path() -> None:
+    """Only a cross-entropy weight sends a compound to the two-term path; the loss's own weight rides the fused one."""
+    logits, labels = _batch(seed=13)
+    kwargs: dict[str, Any] = dict(softmax=True, to_onehot_y=True)
+    compound = CompoundCELoss(get_loss("dice", weight=WEIGHT, **kwargs))
+    assert compound.fused(logits, labels) and not get_loss("dice+ce", weight=WEIGHT, **kwargs).fused(logits, labels)
+    got, got_grad = _value_and_grad(compound, logits, labels)
+
+    def reference(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return DiceLoss(weight=WEIGHT, **kwargs)(x, t) + F.cross_entropy(x, t[:, 0])
+
+    expected, expected_grad = _value_and_grad(reference, logits, labels)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_grad, expected_grad, rtol=1e-4, atol=1e-7)
