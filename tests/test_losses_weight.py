@@ -120,7 +120,8 @@ def test_an_overlap_weight_alone_keeps_the_one_pass_path() -> None:
     logits, labels = _batch(seed=13)
     kwargs: dict[str, Any] = dict(softmax=True, to_onehot_y=True)
     compound = CompoundCELoss(get_loss("dice", weight=WEIGHT, **kwargs))
-    assert compound.fused(logits, labels) and not get_loss("dice+ce", weight=WEIGHT, **kwargs).fused(logits, labels)
+    both = get_loss("dice+ce", weight=WEIGHT, **kwargs)
+    assert isinstance(both, CompoundCELoss) and not both.fused(logits, labels) and compound.fused(logits, labels)
     got, got_grad = _value_and_grad(compound, logits, labels)
 
     def reference(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
