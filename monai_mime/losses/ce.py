@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from monai_mime.losses.base import as_class_weight
+
 
 class CrossEntropyLoss(nn.Module):
     """Cross-entropy on logits ``(B, K, *spatial)`` with the argument vocabulary of the other losses.
@@ -62,7 +64,7 @@ class CrossEntropyLoss(nn.Module):
         self.ignore_index = ignore_index
         self.reduction = reduction
         self.label_smoothing = float(label_smoothing)
-        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
+        self.register_buffer("weight", None if weight is None else as_class_weight(weight))
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         channels = (1,) if self.to_onehot_y else (input.shape[1],)
