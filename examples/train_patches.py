@@ -9,6 +9,7 @@
         --epochs 30 --steps-per-epoch 250 --out results/acdc                  # an nnU-Net raw dataset
     torchrun --nproc_per_node 2 examples/train_patches.py --out results/ddp   # DDP, one process per GPU
     python examples/train_patches.py --losses "dice,mime:mode=dice:overlap=0.5,mime:mode=balance:gamma=0.5"
+    python examples/train_patches.py --deep-supervision 2 --losses mime_adaptive+ce    # DynUNet, 2 extra heads
 
 Loss specs: ``name[:key=value[:key=value...]]``, comma-separated; ``name`` is a registered loss (``mime``,
 ``mime_adaptive``, ``dice``, ``vnet``, ``gdl``, ``ce`` or your own) or ``X+ce`` (X plus cross-entropy, e.g.
@@ -82,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=_ints,
         default=None,
         help="patch size, one value (all axes) or one per axis, e.g. 64 or 96,64 (default 64; 3D: 32)",
+    )
+    p.add_argument(
+        "--deep-supervision",
+        type=int,
+        nargs="?",
+        const=2,
+        default=None,
+        metavar="N",
+        help="train a MONAI DynUNet (same levels) with N deep-supervision heads (default N: 2) under MONAI's "
+        "DeepSupervisionLoss; default: the UNet, no deep supervision",
     )
     p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default {d.lr:g})")
     p.add_argument("--channels", type=_ints, default=None, help="UNet feature maps per level (default 16,32,64,128)")

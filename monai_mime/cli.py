@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         nargs="+",
         metavar="N",
-        help="training patch size: rescale the counts to a patch, e.g. --patch-size 128 128",
+        help="training patch size, one size per image axis (2D patches over a volume's slices: 1 on the "
+        "through-plane axis, e.g. 128 128 1): rescale the counts to a patch, and report each class's empty share, "
+        "the share of patch positions without it (label folders and nnU-Net raw datasets)",
     )
     st.add_argument("--overlap", type=float, metavar="R", help="'dice' mode: overlap r in (0, 1] (default 0.5)")
     st.add_argument("--gamma", type=float, metavar="G", help="'balance' mode: exponent in [0, 1] (default 0.5)")
@@ -204,17 +206,61 @@ def _weight_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def format_table(stats: Any, a: Any, b: Any) -> str:
-    """The per-class table: index, name, voxels, fraction, presence, a, b and the threshold b/(a+b)."""
+    """The per-class table: index, name, voxels, fraction, presence, a, b and the threshold b/(a+b); with an empty
+    share, also the share of patch positions without the class, uniform and under nnU-Net's oversampling."""
+    share = stats.empty_share
     head = f"{'k':>3}  {'class':<14} {'voxels':>15} {'fraction':>9} {'presence':>11} {'a':>11} {'b':>11} {'b/(a+b)':>9}"
+    if share is not None:
+        head += f" {'empty':>7} {'empty(os)':>9}"
     lines = [head, "-" * len(head)]
     n = stats.num_images
     for k in range(stats.num_classes):
-        lines.append(
+        line = (
             f"{k:>3}  {stats.class_names[k][:14]:<14} {stats.total_counts[k]:>15,} "
             f"{stats.fractions[k]:>9.5f} {f'{stats.presence[k]}/{n}':>11} {a[k]:>11.4g} {b[k]:>11.4g} "
             f"{b[k] / (a[k] + b[k]):>9.4g}"
         )
+        if share is not None:
+            line += f" {share.uniform[k]:>7.1%} {share.oversampled()[k]:>9.1%}"
+        lines.append(line)
     return "\n".join(lines)
+
+
+def empty_share_reading(stats: Any) -> str:
+    """One line on the foreground class most often absent from a patch (the one the Dice variants suffer on)."""
+    share = stats.empty_share
+    k = 1 + int(share.uniform[1:].argmax())
+    size = "x".join(map(str, share.patch_size))
+    return (
+        f"at {size}, {stats.class_names[k]} is absent from {share.uniform[k]:.0%} of patch positions "
+        f"({share.oversampled()[k]:.0%} with nnU-Net's foreground oversampling): every Dice variant divides by "
+        "(almost) zero there"
+    )
+
+
+def _attach_empty_share(args: argparse.Namespace, stats: Any) -> str | None:
+    """Set ``stats.empty_share`` at ``--patch-size`` from the label files; a note when it cannot be computed."""
+    from monai_mime.stats.empty_share import attach_empty_share
+    from monai_mime.stats.nnunet_folds import nnunet_raw_label_files, read_dataset_json
+    from monai_mime.stats.readers import LABEL_ENDINGS, list_label_files, strip_ending
+
+    patch = tuple(args.patch_size)
+    kind = detect_source(args.path, args.plans)
+    if kind == "json":
+        if stats.empty_share is not None and stats.empty_share.patch_size == patch:
+            return None
+        stats.empty_share = None
+        return "empty share: not in this statistics file at this patch size (run stats on the label folder)"
+    if kind == "nnunet_preprocessed":
+        return "empty share: computed for label folders and nnU-Net raw datasets only"
+    if kind == "nnunet_raw":
+        files = nnunet_raw_label_files(args.path.resolve(), read_dataset_json(args.path.resolve()))
+    else:
+        files = {strip_ending(f.name, LABEL_ENDINGS): f for f in list_label_files(args.path)}
+    attach_empty_share(
+        stats, [files[c] for c in stats.case_ids], patch, cache=not args.no_cache, progress=not args.quiet
+    )
+    return None
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -225,6 +271,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - t0
     kwargs = _weight_kwargs(args)
     a, b = stats.weights(args.mode, args.patch_size, **kwargs)
+    note = None if args.patch_size is None or stats.num_images == 0 else _attach_empty_share(args, stats)
     patch = "per image" if args.patch_size is None else f"per patch of {'x'.join(map(str, args.patch_size))}"
     params = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "absent")
     print(f"source: {stats.source}" + (f" (loaded from {args.path})" if args.path.suffix == ".json" else ""))
@@ -234,6 +281,10 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     )
     print(f"weights: mode={args.mode}{f' ({params})' if params else ''}, counts {patch}")
     print(format_table(stats, a, b))
+    if stats.empty_share is not None and stats.num_classes > 1:
+        print(empty_share_reading(stats))
+    if note is not None:
+        print(note)
     if args.out is not None:
         doc = stats.to_dict()
         doc["weights"] = {

@@ -85,3 +85,31 @@ def test_intermediate_evaluations_equal_shorter_runs():
     assert with_eval["per_class"] == plain["per_class"]
     with pytest.raises(pt.ExperimentError, match="eval-epochs"):
         pt.run_experiment(cfg.replace(eval_epochs=(3,)), data=data)
+
+
+def test_deep_supervision_trains_a_dynunet_under_monai_deep_supervision_loss(tmp_path):
+    import copy
+
+    from monai.networks.nets import DynUNet
+
+    from monai_mime import get_loss
+
+    cfg = tiny_config(out=str(tmp_path), losses=["mime_adaptive+ce"], channels=(4, 8, 16), deep_supervision=1)
+    pt.run_experiment(cfg)
+    finite_results(tmp_path, ["mime_adaptive+ce"], classes=3)
+    model = pt.build_model(1, 4, cfg)
+    assert isinstance(model, DynUNet) and model.deep_supervision
+    model.load_state_dict(torch.load(tmp_path / "checkpoints" / "mime_adaptive+ce.pt", weights_only=False)["model"])
+    # the objective is MONAI's weighted sum over the heads (1, then 1/2), every head at full size
+    loss = get_loss("mime_adaptive+ce", a=[1.0, 2.0, 3.0, 4.0], b=[1.0] * 4, softmax=True, to_onehot_y=True)
+    twin = copy.deepcopy(loss)
+    x, y = torch.randn(2, 1, 32, 32), torch.randint(0, 4, (2, 1, 32, 32))
+    stacked = model.train()(x)
+    assert stacked.shape == (2, 2, 4, 32, 32)
+    expected = twin(stacked[:, 0], y) + 0.5 * twin(stacked[:, 1], y)
+    torch.testing.assert_close(pt.training_objective(loss, cfg)(stacked, y), expected)
+    assert pt.build_model(1, 4, cfg.replace(deep_supervision=0)).__class__.__name__ == "UNet"
+    with pytest.raises(pt.ExperimentError, match="deep-supervision must lie in \\[0, 1\\]"):
+        cfg.replace(deep_supervision=2).validate()
+    args = train_patches.build_parser().parse_args(["--deep-supervision"])
+    assert train_patches.config_from_args(args).deep_supervision == 2

@@ -50,7 +50,7 @@ from .figures import plot_results
 from .reporting import results_markdown, write_results
 from .sampling import PatchSampler
 from .specs import LossSpec, build_loss, parse_loss_specs
-from .training import build_model, train_model
+from .training import build_model, train_model, training_objective
 
 __all__ = [
     "DEFAULT_LOSSES",
@@ -69,5 +69,6 @@ __all__ = [
     "results_markdown",
     "run_experiment",
     "train_model",
+    "training_objective",
     "write_results",
 ]

@@ -70,6 +70,9 @@ class ExperimentConfig:
     lr: float = 1e-3
     channels: tuple[int, ...] = (16, 32, 64, 128)  #: UNet feature maps per level
     num_res_units: int = 1
+    #: deep supervision: 0 (default) trains the UNet on its one output; N >= 1 trains a MONAI ``DynUNet`` with N
+    #: supervised heads (``deep_supervision=True, deep_supr_num=N``) under ``monai.losses.DeepSupervisionLoss``
+    deep_supervision: int = 0
     num_workers: int = 0  #: DataLoader workers for patch sampling (crops are reproducible per num_workers value)
     amp: bool = True  #: float16 autocast + GradScaler (CUDA only)
     sw_batch_size: int = 16  #: windows per forward pass in sliding-window inference
@@ -133,6 +136,11 @@ class ExperimentConfig:
         depth = len(self.channels) - 1
         if depth < 1:
             raise ExperimentError("channels must list at least two feature sizes")
+        if not 0 <= self.deep_supervision < depth:
+            raise ExperimentError(
+                f"deep-supervision must lie in [0, {depth - 1}] for {len(self.channels)} levels (DynUNet's heads sit "
+                f"on the {depth - 1} upsampling levels above the last), got {self.deep_supervision}"
+            )
         if any(p % (2**depth) for p in self.patch_size):
             raise ExperimentError(
                 f"patch-size {tuple(self.patch_size)} must be divisible by {2**depth} "

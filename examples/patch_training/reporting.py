@@ -43,8 +43,13 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"# Loss comparison on {d['name']}",
         "",
         f"{len(cfg['patch_size'])}D patches {'×'.join(str(p) for p in cfg['patch_size'])}, "
-        f"MONAI UNet {tuple(cfg['channels'])}, "
-        f"Adam lr {cfg['lr']:g}, {steps} steps × {cfg['batch_size']} patches"
+        + (
+            f"MONAI DynUNet {tuple(cfg['channels'])} with {cfg['deep_supervision']} deep-supervision heads "
+            "(MONAI's DeepSupervisionLoss), "
+            if cfg.get("deep_supervision")
+            else f"MONAI UNet {tuple(cfg['channels'])}, "
+        )
+        + f"Adam lr {cfg['lr']:g}, {steps} steps × {cfg['batch_size']} patches"
         + (f" × {env['world_size']} processes" if env["world_size"] > 1 else "")
         + f", seed {cfg['seed']}, device {env['device']}. Train: {d['num_train_cases']} cases "
         + (f"({d['num_train_items']} 2D images)" if len(cfg["patch_size"]) == 2 else "(whole volumes)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -18,22 +18,54 @@ from .runtime import Runtime, bars_on, log, progress, resolve_device, track_meta
 from .sampling import PatchSampler, train_transform
 from .specs import LossSpec, build_loss
 
-__all__ = ["build_model", "train_model"]
+__all__ = ["build_model", "train_model", "training_objective"]
 
 
 def build_model(in_channels: int, num_classes: int, config: ExperimentConfig) -> nn.Module:
     """MONAI ``UNet`` of ``config.spatial_dims`` dimensions with ``config.channels`` feature maps (stride 2 between
-    levels)."""
-    from monai.networks.nets import UNet
+    levels); with ``config.deep_supervision = N > 0`` a ``DynUNet`` of the same levels with N deep-supervision heads
+    (3×3 convolutions, stride 2 below the first level), whose training output stacks the N + 1 outputs, all at
+    full size, along dim 1."""
+    from monai.networks.nets import DynUNet, UNet
 
+    levels = len(config.channels)
+    if config.deep_supervision:
+        strides = [1] + [2] * (levels - 1)
+        return DynUNet(
+            spatial_dims=config.spatial_dims,
+            in_channels=in_channels,
+            out_channels=num_classes,
+            kernel_size=[3] * levels,
+            strides=strides,
+            upsample_kernel_size=strides[1:],
+            filters=list(config.channels),
+            deep_supervision=True,
+            deep_supr_num=config.deep_supervision,
+        )
     return UNet(
         spatial_dims=config.spatial_dims,
         in_channels=in_channels,
         out_channels=num_classes,
         channels=tuple(config.channels),
-        strides=(2,) * (len(config.channels) - 1),
+        strides=(2,) * (levels - 1),
         num_res_units=config.num_res_units,
     )
+
+
+def training_objective(loss_fn: nn.Module, config: ExperimentConfig) -> Callable[[torch.Tensor, torch.Tensor], Any]:
+    """``loss_fn`` itself, or with deep supervision MONAI's ``DeepSupervisionLoss`` around it, fed the DynUNet's
+    stacked outputs unbound along dim 1 and the label map as floats (the wrapper resizes the target with
+    nearest-exact interpolation, which needs floats; the outputs are all full size here, so it does not)."""
+    if not config.deep_supervision:
+        return loss_fn
+    from monai.losses import DeepSupervisionLoss
+
+    wrapper = DeepSupervisionLoss(cast(Any, loss_fn))  # annotated for MONAI's _Loss; any loss module runs in it
+
+    def objective(stacked: torch.Tensor, labels: torch.Tensor) -> Any:
+        return wrapper(list(torch.unbind(stacked, dim=1)), labels.float())
+
+    return objective
 
 
 def train_model(
@@ -109,10 +141,11 @@ def train_model(
         if on_epoch_end is not None:
             on_epoch_end(epoch, trained)
 
+    objective = training_objective(loss_fn, config)
     t0 = time.perf_counter()
     with track_meta(False):
         per_epoch, curve, step, diverged, callback_time = _train_epochs(
-            spec, net, loss_fn, opt, scaler, use_amp, loader, sampler, config, rt, t0, model, after_epoch
+            spec, net, objective, opt, scaler, use_amp, loader, sampler, config, rt, t0, model, after_epoch
         )
     if rt.device.type == "cuda":
         torch.cuda.synchronize(rt.device)
@@ -160,7 +193,7 @@ def _operating_point(loss_fn: nn.Module) -> dict[str, list[float]] | None:
 def _train_epochs(
     spec: LossSpec,
     net: nn.Module,
-    loss_fn: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], Any],
     opt: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     use_amp: bool,

@@ -56,7 +56,8 @@ class AdaptiveMimeLoss(MimeLoss):
             ranks (one ``all_reduce`` of ``2K' + 1`` floats) before they update the averages, so that every rank holds
             the same averages and a/b. Every rank must then call the loss the same number of times in training mode
             with gradients enabled (as DDP training does).
-        **kwargs: as :class:`MimeLoss`.
+        **kwargs: as :class:`MimeLoss`; a class ``weight`` multiplies ``ω`` after a/b are set from the averages,
+            which it leaves alone.
 
     Buffers (all in the ``state_dict``, so a checkpoint of the loss resumes with the weights it had):
     ``running_intersection`` (``ī``), ``running_union`` (``ū``), ``min_running_union`` (its floor

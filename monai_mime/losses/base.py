@@ -3,15 +3,17 @@
 A loss here is a formula over the per-(image, class) sums ``(I, P, G)`` of :mod:`monai_mime.losses.sums`;
 subclasses implement :meth:`ClassSumLoss.formula` and nothing else. The constructor arguments carry MONAI's names
 and meaning (``monai.losses.DiceLoss``): ``include_background``, ``to_onehot_y``, ``sigmoid``, ``softmax``,
-``other_act``, ``reduction``, ``batch``, plus ``ignore_index`` and ``validate``.
+``other_act``, ``reduction``, ``batch``, ``weight``, plus ``ignore_index`` and ``validate``.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -35,11 +37,20 @@ class ClassSumLoss(nn.Module):
         batch: sum ``I, P, G`` over the batch before the formula (MONAI's ``batch``, nnU-Net's ``batch_dice``).
         ignore_index: a label value whose voxels take no part in any sum (label-map targets; it may lie outside
             ``[0, K)``, like nnU-Net's ignore label ``K``).
+        weight: class weights, MONAI's ``DiceLoss(weight=...)``: one non-negative value per class the loss sees
+            (``K``, or ``K − 1`` with ``include_background=False``), or one value for all. Each per-(image, class)
+            term of :meth:`formula` is multiplied by its class's weight before the reduction (the ``"mean"`` stays
+            a plain mean over the terms, as in MONAI). Where the loss sees a single class the weight is ignored, as
+            MONAI does. Cast to the terms' dtype and device at each call.
         validate: check labels, shapes and finiteness on every call. The checks cost one reduction over the labels
             and one over the logits, and a host sync; switch them off in a tuned training loop.
     """
 
     squared: bool = False
+    #: whether :meth:`formula` returns one term per class, which ``weight`` then multiplies; a formula that sums
+    #: over the classes itself (the Generalized Dice) sets False and applies :meth:`class_weights` inside.
+    per_class_terms: ClassVar[bool] = True
+    class_weight: torch.Tensor | None
 
     def __init__(
         self,
@@ -52,6 +63,7 @@ class ClassSumLoss(nn.Module):
         batch: bool = False,
         ignore_index: int | None = None,
         validate: bool = True,
+        weight: Sequence[float] | float | np.ndarray | torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if other_act is not None and not callable(other_act):
@@ -69,6 +81,7 @@ class ClassSumLoss(nn.Module):
         self.batch = batch
         self.ignore_index = ignore_index
         self.validate = validate
+        self.register_buffer("class_weight", None if weight is None else as_class_weight(weight))
 
     # -- the formula -------------------------------------------------------------------------------------------
     def formula(self, sums: ClassSums) -> torch.Tensor:
@@ -135,11 +148,36 @@ class ClassSumLoss(nn.Module):
         if self.batch:
             sums = ClassSums(*(t.sum(0) for t in sums))
         terms = self.formula(sums)
+        if self.per_class_terms:
+            weight = self.class_weights(terms.shape[-1], terms)
+            if weight is not None:
+                terms = terms * weight
         if self.reduction == "mean":
             return terms.mean()
         if self.reduction == "sum":
             return terms.sum()
         return terms
+
+    def class_weights(self, num_classes: int, like: torch.Tensor) -> torch.Tensor | None:
+        """``weight`` as a ``(num_classes,)`` tensor in ``like``'s dtype and on its device; ``None`` without a weight
+        or for a single class (MONAI's rule). A single value is used for every class.
+
+        Raises:
+            ValueError: the weight's length is not ``num_classes`` (the classes the loss sees, background dropped
+                with ``include_background=False``).
+        """
+        weight = self.class_weight
+        if weight is None or num_classes == 1:
+            return None
+        if weight.ndim == 0:
+            weight = weight.expand(num_classes)
+        elif weight.numel() != num_classes:
+            raise ValueError(
+                f"weight has {weight.numel()} values but the loss sees {num_classes} classes; "
+                f"with include_background={self.include_background} give "
+                + ("one per class." if self.include_background else "one per class except the background (class 0).")
+            )
+        return weight.to(dtype=like.dtype, device=like.device)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The loss of ``input`` against ``target`` (see :meth:`class_sums` for the shapes)."""
@@ -153,7 +191,18 @@ class ClassSumLoss(nn.Module):
             f"include_background={self.include_background}, to_onehot_y={self.to_onehot_y}, "
             f"activation={self._activation(2)!r}, reduction={self.reduction!r}, batch={self.batch}, "
             f"ignore_index={self.ignore_index}"
+            + ("" if self.class_weight is None else f", weight={self.class_weight.tolist()}")
         )
+
+
+def as_class_weight(weight: Sequence[float] | float | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``weight`` as a float32 tensor of one value or one value per class, checked finite and non-negative."""
+    tensor = torch.as_tensor(weight).detach().to(torch.float32).clone()
+    if tensor.ndim > 1:
+        raise ValueError(f"weight must be one value or one value per class, got shape {tuple(tensor.shape)}.")
+    if not torch.isfinite(tensor).all() or (tensor < 0).any():
+        raise ValueError(f"weight must hold finite values >= 0, got {tensor.tolist()}.")
+    return tensor
 
 
 def _check_shapes(input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, label_map: bool) -> None:

@@ -2,29 +2,86 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from monai_mime.losses.base import as_class_weight
+
 
 class CrossEntropyLoss(nn.Module):
-    """``torch.nn.functional.cross_entropy`` on logits ``(B, K, *spatial)`` and a label map ``(B, 1, *spatial)``.
+    """Cross-entropy on logits ``(B, K, *spatial)`` with the argument vocabulary of the other losses.
+
+    It is the cross-entropy term of the compounds on its own (:func:`cross_entropy_term`, i.e. that of
+    ``monai.losses.DiceCELoss``): ``F.cross_entropy`` over the channels, binary cross-entropy with logits for one
+    channel.
 
     Args:
-        ignore_index: a label value whose voxels take no part (default: none).
-        reduction: ``"mean"`` over the non-ignored voxels, ``"sum"`` or ``"none"``.
+        include_background: accepted for one vocabulary across the losses; the cross-entropy has one term per voxel
+            over all classes and no per-class term to drop (in MONAI's ``DiceCELoss`` it acts on the Dice only).
+        to_onehot_y: the target is a label map ``(B, 1, *spatial)`` (default); False: class probabilities
+            ``(B, K, *spatial)`` (one-hot or soft), as for the other losses.
+        softmax: the loss applies its own log-softmax to logits, so True (default); False (probabilities as input)
+            is refused.
+        ignore_index: a label value whose voxels take no part (label maps).
+        reduction: ``"mean"`` over the non-ignored voxels (PyTorch's weighted mean with ``weight``) or ``"sum"``.
+        weight: class weights of the cross-entropy, length ``K`` (``pos_weight`` for one channel); cast to the
+            logits' dtype and device.
+        label_smoothing: PyTorch's ``label_smoothing``.
     """
 
-    def __init__(self, ignore_index: int | None = None, reduction: str = "mean") -> None:
+    weight: torch.Tensor | None
+
+    def __init__(
+        self,
+        include_background: bool = True,
+        to_onehot_y: bool = True,
+        softmax: bool = True,
+        ignore_index: int | None = None,
+        reduction: str = "mean",
+        weight: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
         super().__init__()
+        for name, flag in (("include_background", include_background), ("to_onehot_y", to_onehot_y)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {flag!r}.")
+        if softmax is not True:
+            raise ValueError(
+                "the cross-entropy applies its own log-softmax to logits: softmax=False (probabilities as input) "
+                "is not supported."
+            )
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"the cross-entropy reduces with 'mean' or 'sum', got {reduction!r}.")
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}.")
+        self.include_background = include_background
+        self.to_onehot_y = to_onehot_y
+        self.softmax = softmax
         self.ignore_index = ignore_index
         self.reduction = reduction
+        self.label_smoothing = float(label_smoothing)
+        self.register_buffer("weight", None if weight is None else as_class_weight(weight))
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if target.ndim == input.ndim:
-            target = target[:, 0]
-        ignore = -100 if self.ignore_index is None else self.ignore_index
-        return F.cross_entropy(input.float(), target.long(), ignore_index=ignore, reduction=self.reduction)
+        channels = (1,) if self.to_onehot_y else (input.shape[1],)
+        if input.ndim < 3 or target.ndim != input.ndim or target.shape[1] not in channels:
+            expected = "a label map (B, 1, *spatial)" if self.to_onehot_y else "class probabilities (B, K, *spatial)"
+            raise ValueError(
+                f"target shape {tuple(target.shape)} does not match input {tuple(input.shape)} with "
+                f"to_onehot_y={self.to_onehot_y}: expected {expected}."
+            )
+        return cross_entropy_term(
+            input,
+            target,
+            weight=self.weight,
+            label_smoothing=self.label_smoothing,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+        )
 
 
 def cross_entropy_term(
@@ -51,6 +108,8 @@ def cross_entropy_term(
         raise ValueError(f"the cross-entropy term reduces with 'mean' or 'sum', got {reduction!r}.")
     with torch.autocast(device_type=input.device.type, enabled=False):
         x = input if input.dtype == torch.float64 else input.float()
+        if weight is not None:
+            weight = weight.to(dtype=x.dtype, device=x.device)
         keep = None if mask is None else mask[:, 0].to(x.dtype)
         if x.shape[1] == 1:
             if ignore_index is not None:
@@ -77,7 +136,7 @@ def cross_entropy_term(
             labels = labels.masked_fill(ignored, 0)
         assert keep is not None
         per_voxel = F.cross_entropy(x, labels, weight, reduction="none", label_smoothing=label_smoothing)
-        return _masked_reduction(per_voxel, keep, None if weight is None else weight.to(x.dtype)[labels], reduction)
+        return _masked_reduction(per_voxel, keep, None if weight is None else weight[labels], reduction)
 
 
 def _masked_reduction(

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from monai_mime.losses.adaptive_mime import AdaptiveMimeLoss
-from monai_mime.losses.base import ClassSumLoss
+from monai_mime.losses.base import ClassSumLoss, as_class_weight
 from monai_mime.losses.ce import cross_entropy_term
 from monai_mime.losses.dice import GeneralizedSoftDiceLoss, SoftDiceLoss, VNetDiceLoss
 from monai_mime.losses.fused_ce import can_fuse, class_sums_and_cross_entropy
@@ -51,8 +51,11 @@ class CompoundCELoss(nn.Module):
             averages, is in this module's ``state_dict`` under ``loss.``).
         lambda_overlap: weight of the loss (``λ_overlap ≥ 0``); ``lambda_dice`` is MONAI's name for it.
         lambda_ce: weight of the cross-entropy (``λ_ce ≥ 0``).
-        weight: class weights of the cross-entropy, length ``K`` (``pos_weight`` for one channel). Unlike MONAI's
-            ``DiceCELoss``, they do not weight the overlap loss's classes.
+        weight: class weights of both terms, as MONAI's ``DiceCELoss``: the cross-entropy's, length ``K``
+            (``pos_weight`` for one channel), and the loss's ``weight`` (see
+            :class:`~monai_mime.losses.base.ClassSumLoss`), ``weight[1:]`` when it has ``include_background=False``.
+            Cast to the logits' dtype and device at each call. The loss must be a
+            :class:`~monai_mime.losses.base.ClassSumLoss` without a weight of its own.
         label_smoothing: PyTorch's ``label_smoothing`` of the cross-entropy.
     """
 
@@ -85,7 +88,8 @@ class CompoundCELoss(nn.Module):
         self.lambda_ce = float(lambda_ce)
         self.label_smoothing = float(label_smoothing)
         self.reduction: str = reduction
-        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
+        class_weight = None if weight is None else _weight_both_terms(loss, weight)
+        self.register_buffer("weight", class_weight)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The compound loss of ``input`` logits ``(B, K, *spatial)`` against ``target`` (see the class docstring)."""
@@ -125,6 +129,22 @@ class CompoundCELoss(nn.Module):
             f"lambda_overlap={self.lambda_overlap}, lambda_ce={self.lambda_ce}, "
             f"label_smoothing={self.label_smoothing}{weighted}"
         )
+
+
+def _weight_both_terms(loss: nn.Module, weight: Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``weight`` checked as one value per class; ``loss``'s own weight set from it (MONAI's ``DiceCELoss`` rule)."""
+    class_weight = as_class_weight(weight)
+    if class_weight.ndim != 1:
+        raise ValueError("a compound's weight holds one value per class (length K), as MONAI's DiceCELoss.")
+    if not isinstance(loss, ClassSumLoss):
+        raise ValueError(
+            f"weight weights the classes of both terms (MONAI's DiceCELoss), but {type(loss).__name__} is not a "
+            "ClassSumLoss whose classes this package can weight."
+        )
+    if loss.class_weight is not None:
+        raise ValueError("the loss has a weight of its own; pass weight to the compound only (it weights both terms).")
+    loss.class_weight = class_weight if loss.include_background else class_weight[1:]
+    return class_weight
 
 
 class _NamedCompound(CompoundCELoss):

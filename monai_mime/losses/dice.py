@@ -22,6 +22,9 @@ class SoftDiceLoss(ClassSumLoss):
     Its gradient with respect to the probabilities (Eq. 2, ``U = G + P``) takes two values per image and class:
     ``−2 (U − I) / U²`` on the ground truth and ``2 I / U²`` elsewhere.
 
+    ``weight`` (MONAI's ``DiceLoss(weight=...)``, see :class:`~monai_mime.losses.base.ClassSumLoss`) multiplies the
+    term of each class.
+
     Args:
         smooth_nr: added to the numerator (MONAI's default 1e-5). An absent class (``G = 0``) then scores
             ``1 − smooth_nr / (P + smooth_dr)``: 0 when nothing is predicted, close to 1 otherwise; finite always.
@@ -49,7 +52,8 @@ class SoftDiceLoss(ClassSumLoss):
 class VNetDiceLoss(SoftDiceLoss):
     """V-Net Dice loss (Milletari et al. 2016), Eq. 5: Eq. 1 with ``P = Σ_i s²`` in the denominator.
 
-    Same arguments as :class:`SoftDiceLoss`; equals ``monai.losses.DiceLoss(squared_pred=True)`` on hard labels.
+    Same arguments as :class:`SoftDiceLoss`; equals ``monai.losses.DiceLoss(squared_pred=True)`` on hard labels,
+    ``weight`` included.
     """
 
     squared = True
@@ -76,6 +80,8 @@ class GeneralizedSoftDiceLoss(SoftDiceLoss):
 
     Args:
         w_type: ``"square"`` (``1/G²``, the paper's), ``"simple"`` (``1/G``) or ``"uniform"`` (1), as in MONAI.
+        weight: a per-class factor on Sudre's weights, ``w_k = weight_k / G_k²`` (MONAI's ``GeneralizedDiceLoss``
+            has no ``weight``; length and single-class rule as :class:`~monai_mime.losses.base.ClassSumLoss`).
         smooth_nr, smooth_dr, **kwargs: as :class:`SoftDiceLoss`.
 
     A class absent from the image makes ``w_k`` infinite. As MONAI, such a class gets the largest finite weight of
@@ -84,6 +90,8 @@ class GeneralizedSoftDiceLoss(SoftDiceLoss):
     network predicts. Here every class then gets weight 1, so the term is ``1 − smooth_nr / (Σ_k P_k + smooth_dr)``:
     0 for an empty prediction and a gradient that pushes predicted foreground down otherwise.
     """
+
+    per_class_terms = False
 
     def __init__(self, *, w_type: str = "square", **kwargs: Any) -> None:
         if w_type not in ("square", "simple", "uniform"):
@@ -94,6 +102,9 @@ class GeneralizedSoftDiceLoss(SoftDiceLoss):
     def formula(self, sums: ClassSums) -> torch.Tensor:
         intersection, prediction, ground_truth = sums
         weights = _class_weights(ground_truth, self.w_type)
+        class_weight = self.class_weights(weights.shape[-1], weights)
+        if class_weight is not None:
+            weights = weights * class_weight
         numerator = 2 * (weights * intersection).sum(-1, keepdim=True) + self.smooth_nr
         denominator = (weights * (ground_truth + prediction)).sum(-1, keepdim=True) + self.smooth_dr
         return 1 - numerator / denominator

@@ -38,6 +38,11 @@ class MimeLoss(ClassSumLoss):
     patches, where every Dice variant divides by (almost) zero. Per image and class the term is
     ``b_k (P_k − I_k) − a_k I_k``; it is negative when the prediction covers the ground truth.
 
+    A class ``weight`` (MONAI's name, see :class:`~monai_mime.losses.base.ClassSumLoss`) is a per-class factor on
+    ``ω``: class k's map becomes ``−weight_k a_k`` on its ground truth and ``+weight_k b_k`` elsewhere, i.e. its
+    per-(image, class) term is multiplied by ``weight_k``, as MONAI weights a Dice term. It scales class k's
+    gradient and leaves its decision threshold ``b_k / (a_k + b_k)`` where a/b put it.
+
     Args:
         a: per-class weight on the ground truth, length ``K`` (or ``K − 1`` with ``include_background=False``,
             as MONAI's ``weight``); positive.

@@ -7,6 +7,7 @@
 from monai_mime.stats.cache import CacheWarning, CorruptStatisticsError
 from monai_mime.stats.counting import count_labels
 from monai_mime.stats.counts import ABSENT_RULES, DEFAULT_MODE, WEIGHT_MODES, ClassStatistics
+from monai_mime.stats.empty_share import EmptyShare, attach_empty_share, compute_empty_share
 
 __all__ = [
     "ABSENT_RULES",
@@ -15,5 +16,8 @@ __all__ = [
     "CacheWarning",
     "ClassStatistics",
     "CorruptStatisticsError",
+    "EmptyShare",
+    "attach_empty_share",
+    "compute_empty_share",
     "count_labels",
 ]

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from monai_mime.stats.cache import FORMAT, VERSION, CorruptStatisticsError, read_json_checked, write_json_atomic
+from monai_mime.stats.empty_share import EmptyShare
 from monai_mime.stats.nnunet_sources import NnUNetSourcesMixin
 
 __all__ = ["ClassStatistics", "WEIGHT_MODES", "DEFAULT_MODE", "ABSENT_RULES"]
@@ -97,6 +98,8 @@ class ClassStatistics(NnUNetSourcesMixin):
         source: what was counted, with the path as given (e.g. ``"folder:data/labels"``).
         fingerprint: hash of the inputs and counting options (the cache key).
         class_names: K names (``dataset.json`` names for nnU-Net, else the label values; empty at construction: those).
+        empty_share: the share of patch positions of one size without each class
+            (:func:`~monai_mime.stats.empty_share.attach_empty_share`), or None.
     """
 
     counts: np.ndarray
@@ -107,6 +110,7 @@ class ClassStatistics(NnUNetSourcesMixin):
     source: str = ""
     fingerprint: str | None = None
     class_names: list[str] = field(default_factory=list)
+    empty_share: EmptyShare | None = None
 
     def __post_init__(self) -> None:
         self.counts = np.asarray(self.counts, dtype=np.int64)
@@ -314,7 +318,7 @@ class ClassStatistics(NnUNetSourcesMixin):
                 {"case": c, "voxels": int(v), "ignored": int(i), "counts": row.tolist()}
                 for c, v, i, row in zip(self.case_ids, self.voxels, self.ignored, self.counts)
             ],
-        }
+        } | ({} if self.empty_share is None else {"empty_share": self.empty_share.to_dict()})
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> ClassStatistics:
@@ -331,6 +335,7 @@ class ClassStatistics(NnUNetSourcesMixin):
                 source=doc["source"],
                 fingerprint=doc["fingerprint"],
                 class_names=doc["class_names"],
+                empty_share=EmptyShare.from_dict(doc["empty_share"]) if "empty_share" in doc else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CorruptStatisticsError(f"malformed statistics document: {type(e).__name__}: {e}") from None

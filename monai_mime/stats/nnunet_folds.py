@@ -15,7 +15,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["nnunet_label_info", "nnunet_training_cases", "read_dataset_json", "require_nnunet"]
+from monai_mime.stats.readers import strip_ending
+
+__all__ = [
+    "nnunet_label_info",
+    "nnunet_raw_label_files",
+    "nnunet_training_cases",
+    "read_dataset_json",
+    "require_nnunet",
+]
 
 
 def nnunet_label_info(dataset_json: Mapping[str, Any]) -> tuple[int, int | None, list[str]]:
@@ -89,6 +97,19 @@ def read_dataset_json(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: no dataset.json (not an nnU-Net dataset folder)")
     return json.loads(path.read_text())
+
+
+def nnunet_raw_label_files(folder: Path, dataset_json: Mapping[str, Any]) -> dict[str, Path]:
+    """Case id → label file of an nnU-Net raw dataset: ``dataset.json``'s ``"dataset"`` entries if it has them,
+    else the files of ``labelsTr`` with the dataset's file ending, sorted."""
+    ending = dataset_json.get("file_ending", ".nii.gz")
+    if "dataset" in dataset_json:
+        files = {c: folder / e["label"] for c, e in dataset_json["dataset"].items()}
+    else:
+        files = {strip_ending(p.name, [ending]): p for p in sorted((folder / "labelsTr").glob(f"*{ending}"))}
+    if not files:
+        raise ValueError(f"{folder}/labelsTr: no label files ending in {ending}")
+    return files
 
 
 def require_nnunet() -> None:

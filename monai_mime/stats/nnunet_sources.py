@@ -11,8 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_mime.stats.nnunet_folds import nnunet_label_info, nnunet_training_cases, read_dataset_json, require_nnunet
-from monai_mime.stats.readers import PathLike, strip_ending
+from monai_mime.stats.nnunet_folds import (
+    nnunet_label_info,
+    nnunet_raw_label_files,
+    nnunet_training_cases,
+    read_dataset_json,
+    require_nnunet,
+)
+from monai_mime.stats.readers import PathLike
 from monai_mime.stats.sources import CacheArg, SourcesMixin
 
 __all__ = ["NnUNetSourcesMixin"]
@@ -43,13 +49,7 @@ class NnUNetSourcesMixin(SourcesMixin):
         for given, declared, what in ((num_classes, k, "num_classes"), (ignore_index, ignore, "ignore_index")):
             if given is not None and given != declared:
                 raise ValueError(f"{folder}/dataset.json declares {what}={declared}, but {what}={given} was passed")
-        ending = dj.get("file_ending", ".nii.gz")
-        if "dataset" in dj:
-            files = {c: folder / e["label"] for c, e in dj["dataset"].items()}
-        else:
-            files = {strip_ending(p.name, [ending]): p for p in sorted((folder / "labelsTr").glob(f"*{ending}"))}
-        if not files:
-            raise ValueError(f"{folder}/labelsTr: no label files ending in {ending}")
+        files = nnunet_raw_label_files(folder, dj)
         if cases is not None:
             missing = sorted(set(cases) - set(files))
             if missing:
