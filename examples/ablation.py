@@ -6,7 +6,7 @@ each (budget, seed, setting[, patch size]) is one run with its own folder, skipp
 exists, so an interrupted ablation resumes where it stopped. Training uses the dataset's "train" list, scores use
 "val"::
 
-    python examples/ablation.py --data ../shared/data/Dataset027_ACDC --steps 1500,3000 --seeds 0,1 \\
+    python examples/ablation.py --data /path/to/Dataset027_ACDC --steps 1500,3000 --seeds 0,1 \\
         --out results/ablation_acdc
     python examples/ablation.py --out results/ablation_synthetic        # the built-in rare-class data
 
@@ -19,7 +19,7 @@ The patch-size axis (``--patch-sizes``, :mod:`patch_training.sweep`) trains ever
 same number of voxels per step (``--batch-size`` at the first size; the batch grows as the patch shrinks) and adds
 the share of empty (patch, class) pairs; its summary is ``sweep.md``, ``sweep.json`` and ``sweep.png``::
 
-    python examples/ablation.py --data ../shared/data/Dataset027_ACDC --patch-sizes 128,64,32 --steps 1500 \\
+    python examples/ablation.py --data /path/to/Dataset027_ACDC --patch-sizes 128,64,32 --steps 1500 \\
         --seeds 0,1 --out results/sweep_acdc
     python examples/ablation.py --patch-sizes 64,32,16 --steps 1000 --seeds 0,1 --out results/sweep_synthetic
 """

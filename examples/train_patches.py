@@ -5,7 +5,7 @@
     python examples/train_patches.py --quick                                 # smoke run, < 1 min on a CPU
     python examples/train_patches.py --spatial-dims 3 --device cuda          # 3D UNet on 3D patches of volumes
     python examples/train_patches.py --quick --spatial-dims 3                # 3D smoke run, seconds on a CPU
-    python examples/train_patches.py --data ../shared/data/Dataset027_ACDC --patch-size 128 \\
+    python examples/train_patches.py --data /path/to/Dataset027_ACDC --patch-size 128 \\
         --epochs 30 --steps-per-epoch 250 --out results/acdc                  # an nnU-Net raw dataset
     torchrun --nproc_per_node 2 examples/train_patches.py --out results/ddp   # DDP, one process per GPU
     python examples/train_patches.py --losses "dice,mime:mode=dice:overlap=0.5,mime:mode=balance:gamma=0.5"

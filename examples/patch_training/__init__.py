@@ -5,7 +5,7 @@
     import sys; sys.path.insert(0, "examples")
     from patch_training import ExperimentConfig, prepare_data, run_experiment
 
-    config = ExperimentConfig(data="../shared/data/Dataset027_ACDC", patch_size=(128, 128), epochs=30,
+    config = ExperimentConfig(data="/path/to/Dataset027_ACDC", patch_size=(128, 128), epochs=30,
                               steps_per_epoch=250, eval_epochs=(12,), out=None)
     data = prepare_data(config)                       # load once, reuse for many settings and seeds
     for seed in (0, 1):

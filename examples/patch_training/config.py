@@ -9,7 +9,10 @@ from typing import Any
 __all__ = ["DEFAULT_LOSSES", "ExperimentConfig", "ExperimentError"]
 
 
-DEFAULT_LOSSES: tuple[str, ...] = ("mime_adaptive", "mime", "dice", "vnet", "gdl", "ce")
+#: The example's default comparison: the recommended loss (the adaptive Mime + cross-entropy), the loss users train
+#: with today (Dice + cross-entropy, MONAI's ``DiceCELoss``), the adaptive and the paper's fixed Mime alone, V-Net and
+#: cross-entropy alone.
+DEFAULT_LOSSES: tuple[str, ...] = ("mime_adaptive+ce", "dice+ce", "mime_adaptive", "mime", "vnet", "ce")
 
 #: The presets of :meth:`ExperimentConfig.preset`: changes to the field defaults (which are the 2D settings).
 PRESETS: dict[tuple[bool, int], dict[str, Any]] = {
