@@ -36,6 +36,7 @@ def test_class_absence_counts_the_training_patches():
     assert big[2] == pytest.approx(4 / 5)
 
 
+@pytest.mark.slow
 def test_patch_size_sweep_tiny(tmp_path, capsys):
     config = tiny_config(synthetic_size=(64, 64), batch_size=1, checkpoints=False)
     settings, sizes = ["mime_adaptive", "dice"], [32, 16]
@@ -80,6 +81,7 @@ def test_sweep_default_settings_include_the_ce_compound():
     pt.parse_loss_specs(list(ablation.SWEEP_SETTINGS))  # every name is known to the registry
 
 
+@pytest.mark.slow
 def test_fixed_patch_ablation_tiny(tmp_path):
     """Without a patch-size axis: one folder per (budget, seed, setting) and the ablation.* summary."""
     config = tiny_config(checkpoints=False)

@@ -86,7 +86,7 @@ def test_all_background_patch_with_confident_background_prediction_is_near_the_o
     assert loss_fn(bad_logits, labels) > good + 1e-3
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 @pytest.mark.parametrize("name", LOSSES)
 def test_float16_autocast_on_cuda_is_finite(name: str) -> None:
     logits = torch.randn(2, 4, 32, 32, device="cuda", requires_grad=True)
