@@ -3,7 +3,8 @@
 Nothing here calls the package. The operating point of starting weights is the inverse of Eq. 2,
 ``U = 2/(a + b)``, ``I = b U²/2``; a training step folds the batch's mean per-image sums (as fractions of the image's
 voxel count) into exponential moving averages; the weights at ``N`` voxels are Eq. 2 at ``I = ī N``, ``U = ū N``,
-``a = 2 (U − I)/U²``, ``b = 2 I/U²``, with ``I ≤ U/2``. (No floor: use it where the running union stays above ``min_union_share``.)
+``a = 2 (U − I)/U²``, ``b = 2 I/U²``, with ``I ≤ U/2``. (No floor: use it where the running union stays above
+``min_union_share`` of its start.)
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from _adaptive_reference import Eq2Reference
 
 from monai_mime import AdaptiveMimeLoss, ClassStatistics, MimeLoss, get_loss
