@@ -145,7 +145,7 @@ def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        result: dict[str, Any] = {}
+        result: dict[int, dict[str, Any]] = {}
         for fold in (0, 1):
             trainer = make_trainer(_CountingTrainer, fold=fold)
             assert isinstance(trainer, _CountingTrainer) and trainer.is_ddp and trainer.local_rank == rank
@@ -154,6 +154,7 @@ def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
                 trainer.loss = trainer._build_loss()
                 loss = inner_adapter(trainer.loss).loss
                 state = trainer.mime_checkpoint_state()
+                assert state is not None
                 result[fold] = {"a": loss.a.tolist(), "b": loss.b.tolist(), "loss_state": state.pop("loss_state")}
                 result[fold]["entry"] = state  # the checkpoint entry besides the loss state
             except RuntimeError as error:
