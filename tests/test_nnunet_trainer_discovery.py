@@ -32,6 +32,7 @@ def test_nnunet_ships_none_of_our_names(monkeypatch: pytest.MonkeyPatch) -> None
             recursive_find_trainer_class_by_name(name)
 
 
+@pytest.mark.slow  # nnU-Net's recursive trainer search imports every trainer module
 @pytest.mark.parametrize("name", tr.TRAINER_NAMES)
 def test_trainers_found_by_name_through_ext_folder(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("nnUNet_extTrainer", str(ext_folder()))

@@ -105,6 +105,7 @@ def test_weight_mode_selection(nnunet_env, monkeypatch: pytest.MonkeyPatch) -> N
         make_trainer(tr.nnUNetTrainerMime).initialize()
 
 
+@pytest.mark.slow  # nnU-Net's recursive trainer search imports every trainer module
 def test_user_mixin_trainer_from_the_example_is_found_and_builds_its_loss(nnunet_env, monkeypatch) -> None:
     nnunet_env()
     monkeypatch.setenv("nnUNet_extTrainer", ext_trainer_path(EXAMPLE_FOLDER))
