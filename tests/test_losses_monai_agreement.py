@@ -79,4 +79,7 @@ def test_smoothing(name: str, smooth_nr: float, smooth_dr: float) -> None:
 @pytest.mark.parametrize("batch", [False, True])
 def test_3d(name: str, batch: bool) -> None:
     logits, labels = _absent_batch((6, 5, 4))
-    _compare(name, logits, labels, softmax=True, batch=batch, include_background=False)
+    kwargs: dict[str, Any] = dict(softmax=True, batch=batch, include_background=False)
+    if name != "dice+ce":  # MONAI's DiceCELoss refuses reduction="none"
+        kwargs["reduction"] = "none"  # (B, K, 1, 1, 1) like MONAI's
+    _compare(name, logits, labels, **kwargs)
