@@ -7,7 +7,8 @@ Setup (one line): ``export nnUNet_extTrainer=$(monai-mime nnunet-path)``, then
 Submodules: :mod:`~nnunet_trainers.discovery` (the folder for ``nnUNet_extTrainer``; imports nothing from nnU-Net),
 :mod:`~nnunet_trainers.losses` (loss adapters: deep supervision, ignore label, regions, DDP batch dice),
 :mod:`~nnunet_trainers.mixins` (the loss mixins), :mod:`~nnunet_trainers.class_weights` (Mime's starting a/b from the
-fold), :mod:`~nnunet_trainers.checkpoint` (the checkpoint entry) and :mod:`~nnunet_trainers.trainers` (the trainers).
+fold), :mod:`~nnunet_trainers.checkpoint` (the checkpoint entry), :mod:`~nnunet_trainers.label_check` (out-of-range
+labels named with their case) and :mod:`~nnunet_trainers.trainers` (the trainers).
 The trainer names below are imported lazily, so that ``import nnunet_trainers`` does not import nnU-Net.
 """
 

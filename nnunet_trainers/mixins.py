@@ -18,6 +18,7 @@ import torch
 
 from nnunet_trainers.checkpoint import CheckpointMixin
 from nnunet_trainers.class_weights import ClassWeightsMixin
+from nnunet_trainers.label_check import LabelCheckMixin
 from nnunet_trainers.losses import NnUNetLossAdapter, deep_supervision_weights, wrap_deep_supervision
 
 __all__ = [
@@ -41,7 +42,7 @@ _STATE_VERSION = 2
 MIME_LOSSES = ("mime", "mime_adaptive")
 
 
-class LossTrainerMixin(CheckpointMixin, ClassWeightsMixin):
+class LossTrainerMixin(LabelCheckMixin, CheckpointMixin, ClassWeightsMixin):
     """Give an ``nnUNetTrainer`` (sub)class one of the :mod:`monai_mime` losses. Put it *first* in the bases.
 
     Class attributes (override them in a subclass):

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from _adaptive_reference import Eq2Reference
 from _patch_example import ENV, EXAMPLES
 
 CONFIG = EXAMPLES / "bundle" / "configs" / "train.json"
@@ -33,10 +34,19 @@ def test_bundle_config_instantiates_adaptive_mime():
     assert batch["image"].shape == (6, 1, 64, 64)  # patches of the configured size
     # plain tensors as SupervisedTrainer passes them (batched MetaTensors trip AdaptiveMimeLoss.observe's sum(0))
     image, label = batch["image"].as_tensor(), batch["label"].as_tensor()
-    value = loss(net(image), label)
+    logits = net(image)
+    value = loss(logits, label)
     assert torch.isfinite(value)
     value.backward()
-    assert loss.running_union.abs().sum() > 0  # a training call moved the averages
+    # the training call moved the weights away from those of a freshly built loss, to Eq. 2 at the updated averages
+    fresh = parser.get_parsed_content("loss", lazy=False)
+    voxels = 64 * 64
+    reference = Eq2Reference(fresh.a, fresh.b, voxels, momentum=fresh.momentum)  # the starting a/b, at the patch
+    start_a, _ = fresh.weights_at(voxels)
+    reference.observe(torch.softmax(logits, 1), label, include_background=fresh.include_background)
+    a, b = loss.weights_at(voxels)
+    assert not torch.allclose(a, start_a, rtol=1e-3)
+    torch.testing.assert_close((a, b), reference.weights_at(voxels), rtol=1e-5, atol=0, check_dtype=False)
 
 
 def _floats(line: str, key: str) -> list[float]:

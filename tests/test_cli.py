@@ -163,6 +163,7 @@ def test_nnunet_path(capsys):
     assert capsys.readouterr().out.startswith("export nnUNet_extTrainer=")
 
 
+@pytest.mark.slow
 def test_python_dash_m(folder, tmp_path):
     ok = run_module("stats", folder, "--quiet", "--out", tmp_path / "m.json", env_dir=tmp_path / "c")
     assert ok.returncode == 0, ok.stderr

@@ -21,6 +21,7 @@ def tiny_3d(**changes):
     return tiny_config(**{**base, **changes})
 
 
+@pytest.mark.slow
 def test_3d_synthetic_in_process(tmp_path):
     config = tiny_3d(out=str(tmp_path), losses=["mime_adaptive", "dice"])
     data = pt.prepare_data(config)
@@ -43,6 +44,7 @@ def test_3d_synthetic_in_process(tmp_path):
     assert len(per_case) == len(data.val_cases)
 
 
+@pytest.mark.slow
 def test_3d_nnunet_raw_volumes(tmp_path):
     folder = write_nnunet_raw(
         tmp_path / "Dataset906_S3D", num_cases=4, seed=1, spatial_size=(32, 28, 16), spacing=(1.0, 1.0, 2.0), num_val=1

@@ -36,6 +36,7 @@ def test_class_absence_counts_the_training_patches():
     assert big[2] == pytest.approx(4 / 5)
 
 
+@pytest.mark.slow
 def test_patch_size_sweep_tiny(tmp_path, capsys):
     config = tiny_config(synthetic_size=(64, 64), batch_size=1, checkpoints=False)
     settings, sizes = ["mime_adaptive", "dice"], [32, 16]
@@ -129,6 +130,7 @@ def test_paired_differences_match_seeds_and_skip_unpaired_ones(tmp_path):
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_fixed_patch_ablation_tiny(tmp_path):
     """Without a patch-size axis: one folder per (budget, seed, setting) and the ablation.* summary."""
     config = tiny_config(checkpoints=False)

@@ -3,10 +3,12 @@ training, so a loss rebuilt from the spec and loaded from the checkpoint continu
 
 from __future__ import annotations
 
+import pytest
 import torch
 from _patch_example import pt, tiny_config
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_the_trained_loss_state(tmp_path):
     config = tiny_config(losses=["mime_adaptive", "dice"], out=str(tmp_path), figure=False)
     data = pt.prepare_data(config)

@@ -14,6 +14,7 @@ from _patch_example import ENV, EXAMPLES, TINY, finite_results, pt, tiny_config,
 from monai_mime.synthetic import write_nnunet_raw
 
 
+@pytest.mark.slow
 def test_nnunet_raw_3d_volumes(tmp_path):
     folder = write_nnunet_raw(
         tmp_path / "Dataset903_S3D",
@@ -41,6 +42,7 @@ def test_nnunet_raw_3d_volumes(tmp_path):
     assert all(0.0 <= h <= diag + 1e-6 for h in hd)
 
 
+@pytest.mark.slow
 def test_nnunet_raw_2d_without_splits(tmp_path):
     folder = write_nnunet_raw(tmp_path / "Dataset904_S2D", num_cases=5, seed=0, spatial_size=(48, 48))
     (folder / "splits.json").unlink()

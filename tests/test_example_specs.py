@@ -109,6 +109,7 @@ def test_compound_ce_specs():
             pt.parse_loss_specs(bad)
 
 
+@pytest.mark.slow
 def test_compound_run_reports_mime_weights(tmp_path):
     res = pt.run_experiment(tiny_config(losses=["mime_adaptive+ce"], out=str(tmp_path), figure=False))
     entry = res["losses"]["mime_adaptive+ce"]

@@ -38,6 +38,7 @@ def test_config_validation_and_cli_presets():
 
 
 # ============================================================================================ in-process runs
+@pytest.mark.slow
 def test_run_experiment_synthetic_in_process(tmp_path):
     res = pt.run_experiment(tiny_config(out=str(tmp_path), losses=["mime", "ce", "mime_adaptive"]))
     finite_results(tmp_path, ["mime", "ce", "mime_adaptive"], classes=3)
@@ -63,6 +64,7 @@ def test_run_experiment_synthetic_in_process(tmp_path):
     model.load_state_dict(ckpt["model"])
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_and_data_reuse():
     cfg = tiny_config(losses=["dice"], figure=False)
     data = pt.prepare_data(cfg)
@@ -72,6 +74,7 @@ def test_same_seed_same_result_and_data_reuse():
     assert r1["losses"]["dice"]["per_case"] == r2["losses"]["dice"]["per_case"]
 
 
+@pytest.mark.slow
 def test_intermediate_evaluations_equal_shorter_runs():
     cfg = tiny_config(losses=["mime"], figure=False, epochs=2)
     data = pt.prepare_data(cfg)

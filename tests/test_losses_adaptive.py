@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _adaptive_reference import Eq2Reference
 
 from monai_mime import AdaptiveMimeLoss, ClassStatistics, MimeLoss, get_loss
 
@@ -38,15 +39,15 @@ def test_the_first_call_sets_the_reference_size_when_none_is_given() -> None:
 
 def test_weights_follow_equation_2_at_the_running_averages() -> None:
     loss = AdaptiveMimeLoss([1.0, 1.0], [1.0, 1.0], momentum=0.5, to_onehot_y=True, reference_voxels=36)
-    probs = torch.rand(4, 2, 6, 6)
-    labels = torch.randint(0, 2, (4, 1, 6, 6))
-    start_u, start_i = 36 * loss.running_union, 36 * loss.running_intersection
-    sums = loss.class_sums(probs, labels)
-    loss(probs, labels)
-    union = 0.5 * start_u + 0.5 * (sums.prediction + sums.ground_truth).mean(0)
-    intersection = 0.5 * start_i + 0.5 * sums.intersection.mean(0)
-    torch.testing.assert_close(loss.a, 2 * (union - intersection) / union**2)
-    torch.testing.assert_close(loss.b, 2 * intersection / union**2)
+    reference = Eq2Reference([1.0, 1.0], [1.0, 1.0], voxels=36, momentum=0.5)
+    for _ in range(3):
+        probs = torch.rand(4, 2, 6, 6)
+        labels = torch.randint(0, 2, (4, 1, 6, 6))
+        loss(probs, labels)
+        reference.observe(probs, labels)
+        a, b = reference.weights_at(36)
+        torch.testing.assert_close(loss.a.double(), a, rtol=1e-5, atol=0)
+        torch.testing.assert_close(loss.b.double(), b, rtol=1e-5, atol=0)
 
 
 def test_a_perfect_prediction_drives_the_ratio_to_one() -> None:
@@ -147,12 +148,19 @@ def test_a_loss_computed_without_gradients_does_not_move_the_weights() -> None:
 
 def test_several_calls_before_one_backward_like_deep_supervision() -> None:
     loss = AdaptiveMimeLoss([2.0, 2.0], [1.0, 1.0], momentum=0.5, softmax=True, to_onehot_y=True)
+    reference = Eq2Reference([2.0, 2.0], [1.0, 1.0], voxels=64, momentum=0.5)  # the first call's size
     logits = torch.randn(2, 2, 8, 8, requires_grad=True)
     labels = torch.randint(0, 2, (2, 1, 8, 8))
     total = loss(logits, labels) + 0.5 * loss(logits[..., ::2, ::2], labels[..., ::2, ::2])
     total.backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all()
-    assert "a" in dict(loss.named_buffers()) and not torch.equal(loss.a, torch.tensor([2.0, 2.0]))
+    # both calls moved the averages, each with its own sums per voxel; the first call's graph kept its own a/b
+    for x, y in ((logits, labels), (logits[..., ::2, ::2], labels[..., ::2, ::2])):
+        reference.observe(torch.softmax(x, 1), y)
+    for voxels in (64, 16):
+        torch.testing.assert_close(
+            loss.weights_at(voxels), reference.weights_at(voxels), rtol=1e-5, atol=0, check_dtype=False
+        )
 
 
 def test_batched_meta_tensors_from_a_monai_dataloader_update_the_averages() -> None:
@@ -167,9 +175,11 @@ def test_batched_meta_tensors_from_a_monai_dataloader_update_the_averages() -> N
     ]
     batch = list_data_collate(samples)
     loss_fn = AdaptiveMimeLoss([1.0, 2.0, 3.0], [1.0, 1.0, 1.0], softmax=True, to_onehot_y=True)
-    before = loss_fn.running_union.clone()
     logits = batch["x"].requires_grad_()
     loss = loss_fn(logits, batch["y"])
     loss.backward()
     assert torch.isfinite(loss) and logits.grad is not None
-    assert not torch.equal(loss_fn.running_union, before)
+    # the first call starts the averages at 64 voxels and folds this batch in (plain tensors for the reference)
+    reference = Eq2Reference([1.0, 2.0, 3.0], [1.0, 1.0, 1.0], voxels=64, momentum=loss_fn.momentum)
+    reference.observe(torch.softmax(logits.as_tensor(), 1), batch["y"].as_tensor())
+    torch.testing.assert_close(loss_fn.weights_at(64), reference.weights_at(64), rtol=1e-5, atol=0, check_dtype=False)

@@ -12,10 +12,16 @@ import torch
 pytest.importorskip("nnunetv2")
 
 import _nnunet_tiny_dataset as tiny  # noqa: E402
-from _nnunet_tiny_dataset import fold_training_cases, inner_adapter, make_trainer, segmentation  # noqa: E402
+from _nnunet_tiny_dataset import (  # noqa: E402
+    expected_stats,
+    fold_training_cases,
+    inner_adapter,
+    make_trainer,
+    segmentation,
+)
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer  # noqa: E402
 
-from monai_mime import MimeLoss  # noqa: E402
+from monai_mime import AdaptiveMimeLoss, MimeLoss  # noqa: E402
 from monai_mime.stats import DEFAULT_MODE  # noqa: E402
 from nnunet_trainers import trainers as tr  # noqa: E402
 
@@ -36,7 +42,15 @@ def test_checkpoint_stores_ab_and_load_reuses_them(nnunet_env, monkeypatch: pyte
     assert set(saved) - set(reference) == {tr.CHECKPOINT_KEY} and set(reference) <= set(saved)
     entry = saved[tr.CHECKPOINT_KEY]
     assert entry["loss"] == "mime_adaptive" and entry["with_ce"] and entry["weight_mode"] == DEFAULT_MODE
-    assert entry["a"] == trainer.mime_checkpoint_state()["a"]
+    # the a/b of the fold's training cases, counted here from the labels, and a loss state that gives them back
+    a, b = expected_stats(fold_training_cases(0)).weights(mode=DEFAULT_MODE, patch_size=[32, 32])
+    np.testing.assert_allclose(entry["a"], a, rtol=1e-6)
+    np.testing.assert_allclose(entry["b"], b, rtol=1e-6)
+    stored = AdaptiveMimeLoss([1.0] * 3, [1.0] * 3)
+    stored.load_state_dict(entry["loss_state"])
+    for voxels, scale in ((32 * 32, 1), (16 * 16, 4)):  # Eq. 2 at the starting point: 4x the weights at 1/4 voxels
+        np.testing.assert_allclose(stored.weights_at(voxels)[0].numpy(), scale * a[1:], rtol=1e-5)
+        np.testing.assert_allclose(stored.weights_at(voxels)[1].numpy(), scale * b[1:], rtol=1e-5)
 
     # --c / --val: a fresh trainer must not count anything, and keeps the stored a/b even if another mode is asked
     def no_counting(self):

@@ -24,6 +24,7 @@ from nnunet_trainers import trainers as tr  # noqa: E402
 from nnunet_trainers.discovery import ext_folder, ext_trainer_path  # noqa: E402
 
 
+@pytest.mark.slow
 def test_nnunet_ships_none_of_our_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("nnUNet_extTrainer", raising=False)
     for name in tr.TRAINER_NAMES:
@@ -31,6 +32,7 @@ def test_nnunet_ships_none_of_our_names(monkeypatch: pytest.MonkeyPatch) -> None
             recursive_find_trainer_class_by_name(name)
 
 
+@pytest.mark.slow  # nnU-Net's recursive trainer search imports every trainer module
 @pytest.mark.parametrize("name", tr.TRAINER_NAMES)
 def test_trainers_found_by_name_through_ext_folder(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("nnUNet_extTrainer", str(ext_folder()))
@@ -68,6 +70,7 @@ def test_ext_folder_holds_only_reexports() -> None:
     assert not [p for p in folder.iterdir() if p.suffix not in (".py", "") and p.name != "__pycache__"]
 
 
+@pytest.mark.slow
 def test_ext_folder_composes_with_user_folders(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Ours first, a missing folder, the example user folder: every trainer is found; in the other order too."""
     missing = tmp_path / "does_not_exist"
@@ -86,6 +89,7 @@ def test_ext_folder_composes_with_user_folders(monkeypatch: pytest.MonkeyPatch, 
     ]
 
 
+@pytest.mark.slow
 def test_discovery_imports_no_nnunet_and_cli_prints_the_folder() -> None:
     code = (
         "import sys, nnunet_trainers.discovery as d; print(d.ext_folder()); "

@@ -11,6 +11,7 @@ import torch
 pytest.importorskip("nnunetv2")
 
 import _nnunet_tiny_dataset as tiny  # noqa: E402
+from _adaptive_reference import Eq2Reference  # noqa: E402
 from _nnunet_tiny_dataset import (  # noqa: E402
     LABELS_IGNORE,
     LABELS_REGIONS,
@@ -153,22 +154,36 @@ def test_each_output_gets_the_weights_of_its_size_and_they_are_logged_per_epoch(
     loss = trainer.mime_overlap_loss()
     assert isinstance(loss, AdaptiveMimeLoss) and float(loss.reference_voxels) == 32 * 32
     assert trainer.mime_output_voxels() == [32 * 32, 16 * 16, 8 * 8]
+    # the reference: Eq. 2 at the operating point of the fold's a/b at the 32 x 32 patch, computed in the test
+    a0, b0 = expected_stats(fold_training_cases(0)).weights(mode=DEFAULT_MODE, patch_size=[32, 32])
+    reference = Eq2Reference(a0[1:], b0[1:], voxels=32 * 32, momentum=loss.momentum)
+    # every class, the rare one too, has a mean union below one voxel at 8 x 8 (the floor is scale-free)
+    assert float(reference.union[2]) * 64 < 1
     outputs = trainer.network(torch.randn(2, 1, 32, 32))
     seg = torch.from_numpy(segmentation(1, False)[0, 0, :32, :32].astype(np.int64)).clamp_min(0)
     targets = [seg[::s, ::s][None, None].expand(2, 1, -1, -1) for s in (1, 2, 4)]
     adapter = inner_adapter(trainer.loss)
-    weights = trainer.mime_output_weights()
-    with torch.no_grad():  # (no training step: the averages stay where they are)
-        for (_, a, b), output, target in zip(weights, outputs, targets):
-            adapter(output, target)  # the loss of this output sets a/b to those of its size
+
+    def check(weights: list[tuple[int, list[float], list[float]]]) -> None:
+        assert [voxels for voxels, _, _ in weights] == trainer.mime_output_voxels()
+        for voxels, a, b in weights:
+            expected_a, expected_b = reference.weights_at(voxels)
+            np.testing.assert_allclose(a, expected_a.numpy(), rtol=1e-5)
+            np.testing.assert_allclose(b, expected_b.numpy(), rtol=1e-5)
+
+    check(trainer.mime_output_weights())
+    with torch.no_grad():  # no training step: the averages stay; each output's loss uses the a/b of its size
+        for (_, a, b), output, target in zip(trainer.mime_output_weights(), outputs, targets):
+            adapter(output, target)
             np.testing.assert_allclose(loss.a.numpy(), a, rtol=1e-5)
             np.testing.assert_allclose(loss.b.numpy(), b, rtol=1e-5)
-    a_full, a_half, a_quarter = (np.array(a) for _, a, _ in weights)
-    np.testing.assert_allclose(a_half / a_full, 4, rtol=1e-5)  # Eq. 2 at a quarter of the voxels
-    # every class, the rare one too, whose mean union at 8 x 8 is below one voxel (the floor is scale-free)
-    assert float(loss.running_union[2]) * 64 < 1
-    np.testing.assert_allclose(a_quarter / a_full, 16, rtol=1e-5)
+    # a training step through nnU-Net's wrapper: the outputs with a nonzero weight (full, 1/2) move the averages
+    trainer.loss(outputs, targets).backward()
+    for output, target, weight in zip(outputs, targets, trainer.loss.weight_factors):
+        if weight != 0:
+            reference.observe(torch.softmax(output, 1), target, include_background=False)
+    check(trainer.mime_output_weights())
     trainer.on_train_epoch_end([{"loss": np.array(0.5)}])
     log = Path(trainer.log_file).read_text()
-    for index, (voxels, _, _) in enumerate(weights):
+    for index, voxels in enumerate(trainer.mime_output_voxels()):
         assert f"monai-mime: output {index} ({voxels} voxels): a=" in log

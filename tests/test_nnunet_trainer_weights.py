@@ -105,6 +105,7 @@ def test_weight_mode_selection(nnunet_env, monkeypatch: pytest.MonkeyPatch) -> N
         make_trainer(tr.nnUNetTrainerMime).initialize()
 
 
+@pytest.mark.slow  # nnU-Net's recursive trainer search imports every trainer module
 def test_user_mixin_trainer_from_the_example_is_found_and_builds_its_loss(nnunet_env, monkeypatch) -> None:
     nnunet_env()
     monkeypatch.setenv("nnUNet_extTrainer", ext_trainer_path(EXAMPLE_FOLDER))
@@ -128,60 +129,59 @@ def test_user_mixin_trainer_from_the_example_is_found_and_builds_its_loss(nnunet
 
 
 # -- DDP: a/b computed on rank 0 and broadcast -------------------------------------------------------------------------
-class _FakeLabelManager:
-    num_segmentation_heads = 3
-    has_regions = False
+class _CountingTrainer(tr.nnUNetTrainerMime):
+    """nnU-Net's trainer with the adaptive Mime, recording whether it counted the fold's cases itself."""
+
+    counted = False
+
+    def mime_fold_statistics(self) -> Any:
+        self.counted = True
+        return super().mime_fold_statistics()
 
 
-class _BroadcastProbe(tr.MimeLossMixin):
-    """Just what ``_mime_class_weights`` touches of a trainer; rank 1 must never compute."""
-
-    is_ddp = True
-    label_manager = _FakeLabelManager()
-
-    def __init__(self, fail: bool) -> None:
-        self.fail = fail
-        self.logged: list[str] = []
-
-    def print_to_log_file(self, *args: Any, **kwargs: Any) -> None:
-        self.logged.append(" ".join(map(str, args)))
-
-    def _mime_compute_class_weights(self) -> dict[str, Any]:
-        import torch.distributed as dist
-
-        if dist.get_rank() != 0:
-            raise AssertionError("a/b computed on a rank other than 0")
-        if self.fail:
-            raise RuntimeError("class 2 (x) does not occur in fold 0")
-        return {
-            "a": [1.0, 2.0, 3.0],
-            "b": [0.5, 0.25, 0.125],
-            "weight_mode": "mean",
-            "patch_size": [8, 8],
-            "class_names": ["bg", "x", "y"],
-        }
-
-
-def _broadcast_worker(rank: int, init_file: str, out_dir: str) -> None:
+def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
+    """A real nnU-Net trainer per rank under gloo on the CPU; ``_build_loss`` as ``initialize()`` calls it (whose DDP
+    wrap of the network needs a GPU per rank). Rank 0 must count the fold's cases, rank 1 must only receive."""
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        result: dict[str, Any] = {"weights": _BroadcastProbe(fail=False)._mime_class_weights()}
-        try:
-            _BroadcastProbe(fail=True)._mime_class_weights()
-        except RuntimeError as error:
-            result["error"] = str(error)
+        result: dict[int, dict[str, Any]] = {}
+        for fold in (0, 1):
+            trainer = make_trainer(_CountingTrainer, fold=fold)
+            assert isinstance(trainer, _CountingTrainer) and trainer.is_ddp and trainer.local_rank == rank
+            trainer.device = torch.device("cpu")  # nnU-Net picks cuda:<rank> under DDP; these ranks run on the CPU
+            try:
+                trainer.loss = trainer._build_loss()
+                loss = inner_adapter(trainer.loss).loss
+                state = trainer.mime_checkpoint_state()
+                assert state is not None
+                result[fold] = {"a": loss.a.tolist(), "b": loss.b.tolist(), "loss_state": state.pop("loss_state")}
+                result[fold]["entry"] = state  # the checkpoint entry besides the loss state
+            except RuntimeError as error:
+                result[fold] = {"error": str(error)}
+            result[fold]["counted"] = trainer.counted
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
         dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # two spawned processes that import nnU-Net (about 15 s)
-def test_ddp_ab_computed_on_rank0_and_broadcast(tmp_path: Path) -> None:
-    torch.multiprocessing.spawn(_broadcast_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
-    assert results[0]["weights"] == results[1]["weights"] and results[1]["weights"]["a"] == [1.0, 2.0, 3.0]
-    for r in results:  # an error on rank 0 reaches every rank instead of leaving the others waiting
-        assert "computing a/b on rank 0 failed" in r["error"] and "class 2 (x)" in r["error"]
+@pytest.mark.slow  # two spawned processes that import nnU-Net and build real trainers (about 20 s)
+def test_ddp_ab_computed_on_rank0_and_broadcast(nnunet_env, tmp_path: Path) -> None:
+    all_cases = [f"case_{i:03d}" for i in range(NUM_CASES)]
+    without_rare = [c for i, c in enumerate(all_cases) if i not in RARE_CASES]
+    nnunet_env(splits=[{"train": all_cases[:6], "val": all_cases[6:]}, {"train": without_rare, "val": all_cases[:1]}])
+    torch.multiprocessing.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert [r[0]["counted"] for r in ranks] == [True, False]  # rank 0 counts, rank 1 receives
+    a, b = expected_stats(all_cases[:6]).weights(mode=DEFAULT_MODE, patch_size=[32, 32])
+    for r in ranks:  # both hold the a/b of fold 0's training cases, bitwise equal
+        assert r[0]["a"] == ranks[0][0]["a"] and r[0]["b"] == ranks[0][0]["b"] and r[0]["entry"] == ranks[0][0]["entry"]
+        assert all(torch.equal(v, ranks[0][0]["loss_state"][k]) for k, v in r[0]["loss_state"].items())
+        np.testing.assert_allclose(r[0]["a"], a[1:], rtol=1e-6)
+        np.testing.assert_allclose(r[0]["b"], b[1:], rtol=1e-6)
+    # an error on rank 0 (fold 1 lacks the rare class) reaches every rank instead of leaving the others waiting
+    assert [r[1]["counted"] for r in ranks] == [True, False]
+    for r in ranks:
+        assert "computing a/b on rank 0 failed" in r[1]["error"] and "class 3 (rare) does not occur" in r[1]["error"]

@@ -71,6 +71,7 @@ def test_bundle_config_instantiates_mime_by_its_dotted_path() -> None:
     assert torch.isfinite(value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mime", "dice", "vnet", "gdl", "mime+ce", "dice+ce"])
 def test_torch_compile_matches_eager(name: str) -> None:
     kwargs: dict[str, Any] = dict(softmax=True, to_onehot_y=True, validate=False)
@@ -87,7 +88,7 @@ def test_torch_compile_matches_eager(name: str) -> None:
     torch.testing.assert_close(compiled_grad, eager_grad)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_mime_moves_to_cuda_with_its_buffers() -> None:
     loss = MimeLoss([1.0, 2.0], [1.0, 1.0], softmax=True, to_onehot_y=True).cuda()
     assert loss.a.device.type == "cuda"
