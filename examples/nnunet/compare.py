@@ -14,7 +14,8 @@ stored in its checkpoint (``checkpoint["logging"]``: loss and pseudo Dice per ep
   of the mean Dice against nnU-Net's default trainer (same configuration, same seed), and one row per run with its
   wall time;
 * a figure of the training curves: pseudo Dice (nnU-Net's per-epoch foreground mean) and training loss per epoch,
-  one colour per trainer, one thin line per seed.
+  one colour per trainer, one thin line per seed (each loss on its own scale: nnU-Net's Dice + CE runs from about
+  1 towards -1, Mime's from about 0).
 
 Setup (once; see README.md): ``nnUNetv2_plan_and_preprocess -d 27 -c 2d``, ``monai-mime nnunet-cpu-plans 27``,
 ``splits_final.json``; then::
@@ -227,6 +228,7 @@ def plot_curves(results: list[RunResult], path: Path) -> None:
                 values = r.logging.get(key, [])
                 axes[row, column].plot(range(len(values)), values, lw=0.8, color=colours[r.run.trainer])
         axes[0, column].set_title(configuration)
+        axes[0, column].set_ylim(0, 1)
         axes[0, column].set_ylabel("pseudo Dice (foreground mean)")
         axes[1, column].set_ylabel("training loss")
         axes[1, column].set_xlabel("epoch")
