@@ -7,6 +7,8 @@ augmentation, the final sliding-window validation):
 
 * ``budget_epochs`` epochs of ``budget_iterations`` training iterations, ``budget_val_iterations`` validation
   iterations per epoch (the pseudo Dice of nnU-Net's progress plot);
+* ``checkpoint_latest.pth`` every ``budget_save_every`` epochs (nnU-Net: every 50, which a short schedule never
+  reaches), so that ``--c`` resumes an interrupted run;
 * ``budget_inference_mirroring`` False: no mirroring test-time augmentation in the final validation and in
   ``nnUNetv2_predict`` with these checkpoints (training still mirrors), which makes the validation 4x faster in 2D;
 * on the CPU, ``$OMP_NUM_THREADS`` torch threads when it is set (``nnUNetv2_train -device cpu`` otherwise uses every
@@ -52,12 +54,14 @@ class CPUBudgetMixin(TrainerBase):
         budget_epochs: number of epochs.
         budget_iterations: training iterations per epoch.
         budget_val_iterations: validation iterations per epoch (nnU-Net's pseudo Dice).
+        budget_save_every: epochs between two ``checkpoint_latest.pth`` (nnU-Net's ``save_every``).
         budget_inference_mirroring: keep nnU-Net's mirroring test-time augmentation in validation and prediction.
     """
 
     budget_epochs: ClassVar[int] = 40
     budget_iterations: ClassVar[int] = 50
     budget_val_iterations: ClassVar[int] = 5
+    budget_save_every: ClassVar[int] = 5
     budget_inference_mirroring: ClassVar[bool] = False
 
     def __init__(
@@ -72,6 +76,7 @@ class CPUBudgetMixin(TrainerBase):
         self.num_epochs = self.budget_epochs
         self.num_iterations_per_epoch = self.budget_iterations
         self.num_val_iterations_per_epoch = self.budget_val_iterations
+        self.save_every = self.budget_save_every
         threads = os.environ.get("OMP_NUM_THREADS", "").strip()
         if self.device.type == "cpu" and threads.isdigit() and int(threads) > 0:
             torch.set_num_threads(int(threads))

@@ -118,11 +118,13 @@ def test_budget_schedule_threads_and_inference_mirroring(
     finally:
         torch.set_num_threads(threads)
     mixin = budget.CPUBudgetMixin
-    assert (trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch) == (
-        mixin.budget_epochs,
-        mixin.budget_iterations,
-        mixin.budget_val_iterations,
-    )
+    assert (
+        trainer.num_epochs,
+        trainer.num_iterations_per_epoch,
+        trainer.num_val_iterations_per_epoch,
+        trainer.save_every,
+    ) == (mixin.budget_epochs, mixin.budget_iterations, mixin.budget_val_iterations, mixin.budget_save_every)
+    assert trainer.save_every < trainer.num_epochs  # --c finds a checkpoint_latest.pth
     *_, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     assert mirror_axes == (0, 1) and trainer.inference_allowed_mirroring_axes is None  # training still mirrors
 
