@@ -3,6 +3,8 @@
 ``monai-mime stats PATH``      count the classes of a label folder / nnU-Net raw or preprocessed dataset / saved
                                statistics file, print a per-class table with Mime's a/b, write JSON.
 ``monai-mime nnunet-path``     print the folder to put in ``nnUNet_extTrainer``.
+``monai-mime nnunet-cpu-plans DATASET``  add the CPU-sized configurations (``2d_cpu128``, ``2d_cpu64``) to a
+                               dataset's nnU-Net plans (JSON only: imports nothing from nnU-Net).
 
 Errors print one line on stderr and exit with status 2.
 """
@@ -127,6 +129,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     nn.add_argument("--export", action="store_true", help="print 'export nnUNet_extTrainer=...' instead")
     nn.set_defaults(func=_cmd_nnunet_path)
+
+    cp = sub.add_parser(
+        "nnunet-cpu-plans",
+        help="add CPU-sized configurations (2d_cpu128, 2d_cpu64) to a dataset's nnU-Net plans",
+        description="Add configurations that inherit from 2d with a smaller patch, network and batch to an\n"
+        "nnU-Net plans file (atomic; nothing else changes; running it again changes nothing). They use\n"
+        "2d's preprocessed data: train with nnUNetv2_train DATASET 2d_cpu128 FOLD -tr ...\n"
+        "DATASET: the plans file, the preprocessed dataset folder, or a dataset id / name under\n"
+        "$nnUNet_preprocessed.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cp.add_argument("dataset", metavar="DATASET", help="plans file, preprocessed dataset folder, dataset id or name")
+    cp.add_argument(
+        "--plans", default="nnUNetPlans", metavar="P", help="plans identifier in a dataset folder (default %(default)s)"
+    )
+    cp.add_argument("--configurations", nargs="+", metavar="C", help="which ones (default: all: 2d_cpu128 2d_cpu64)")
+    cp.add_argument("--force", action="store_true", help="replace a configuration of the same name that differs")
+    cp.set_defaults(func=_cmd_nnunet_cpu_plans)
     return parser
 
 
@@ -304,6 +324,18 @@ def _cmd_nnunet_path(args: argparse.Namespace) -> int:
 
     folder = ext_folder()
     print(f"export nnUNet_extTrainer={folder}" if args.export else folder)
+    return 0
+
+
+def _cmd_nnunet_cpu_plans(args: argparse.Namespace) -> int:
+    from nnunet_trainers.cpu_plans import CPU_CONFIGURATIONS, add_cpu_configurations, find_plans_file
+
+    path = find_plans_file(args.dataset, args.plans)
+    status = add_cpu_configurations(path, args.configurations, force=args.force)
+    for name, what in status.items():
+        spec = CPU_CONFIGURATIONS[name]
+        print(f"{name}: {what} (patch {spec.patch}x{spec.patch}, features {spec.features()}, batch {spec.batch_size})")
+    print(f"plans: {path}")
     return 0
 
 

@@ -20,6 +20,7 @@ from nnunet_trainers.checkpoint import CheckpointMixin
 from nnunet_trainers.class_weights import ClassWeightsMixin
 from nnunet_trainers.label_check import LabelCheckMixin
 from nnunet_trainers.losses import NnUNetLossAdapter, deep_supervision_weights, wrap_deep_supervision
+from nnunet_trainers.seeding import SeedMixin
 
 __all__ = [
     "ENV_LOSS",
@@ -42,7 +43,7 @@ _STATE_VERSION = 2
 MIME_LOSSES = ("mime", "mime_adaptive")
 
 
-class LossTrainerMixin(LabelCheckMixin, CheckpointMixin, ClassWeightsMixin):
+class LossTrainerMixin(SeedMixin, LabelCheckMixin, CheckpointMixin, ClassWeightsMixin):
     """Give an ``nnUNetTrainer`` (sub)class one of the :mod:`monai_mime` losses. Put it *first* in the bases.
 
     Class attributes (override them in a subclass):
@@ -63,6 +64,8 @@ class LossTrainerMixin(LabelCheckMixin, CheckpointMixin, ClassWeightsMixin):
         mime_loss_kwargs: extra constructor arguments of the loss (e.g. ``{"w_type": "simple"}`` for GDL,
             ``{"momentum": 0.999}`` for the adaptive Mime). ``validate`` defaults to False here: the per-call input
             checks cost host syncs.
+        mime_seed: seed torch, numpy and random (``None``: ``$MONAI_MIME_SEED``, else unseeded; see
+            :mod:`nnunet_trainers.seeding`).
 
     ``batch`` follows the plans' ``batch_dice`` for the Dice variants (V-Net, GDL), as nnU-Net's Dice does. Mime is
     linear in the probabilities, so summing its sums over the batch first (``batch=True``) changes only its scale

@@ -16,8 +16,9 @@ Eight trainers, chosen by name with ``nnUNetv2_train DATASET CONFIG FOLD -tr <na
 ============================  =============================================================================
 
 They leave ``__init__`` alone and override only ``_build_loss``, ``save_checkpoint``, ``load_checkpoint``,
-``on_train_epoch_end`` (which adds the a/b of every output to the log) and ``train_step`` / ``validation_step``
-(which first check the batch's label values, :mod:`nnunet_trainers.label_check`), via the mixins of
+``on_train_epoch_end`` (which adds the a/b of every output to the log), ``train_step`` / ``validation_step``
+(which first check the batch's label values, :mod:`nnunet_trainers.label_check`) and ``initialize`` /
+``get_dataloaders`` to seed a run (``mime_seed`` / ``$MONAI_MIME_SEED``, :mod:`nnunet_trainers.seeding`), via the mixins of
 :mod:`nnunet_trainers.mixins`. Put a mixin first to give any trainer of your own one of these losses::
 
     class MyTrainer(MimeLossMixin, nnUNetTrainer_250epochs):

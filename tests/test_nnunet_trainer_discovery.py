@@ -21,13 +21,14 @@ from nnunetv2.utilities.find_objects import (
 
 import nnunet_trainers  # noqa: E402
 from nnunet_trainers import trainers as tr  # noqa: E402
+from nnunet_trainers.budget import BUDGET_TRAINER_NAMES  # noqa: E402
 from nnunet_trainers.discovery import ext_folder, ext_trainer_path  # noqa: E402
 
 
 @pytest.mark.slow
 def test_nnunet_ships_none_of_our_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("nnUNet_extTrainer", raising=False)
-    for name in tr.TRAINER_NAMES:
+    for name in tr.TRAINER_NAMES + BUDGET_TRAINER_NAMES:
         with pytest.raises(RuntimeError, match="Could not find requested nnunet trainer"):
             recursive_find_trainer_class_by_name(name)
 
@@ -40,6 +41,19 @@ def test_trainers_found_by_name_through_ext_folder(name: str, monkeypatch: pytes
     assert cls is getattr(tr, name)
     assert issubclass(cls, nnUNetTrainer) and issubclass(cls, tr.LossTrainerMixin)
     assert cls.__init__ is nnUNetTrainer.__init__  # the constructor is nnU-Net's, untouched
+
+
+@pytest.mark.parametrize("name", BUDGET_TRAINER_NAMES)
+def test_budget_trainers_found_by_name_through_ext_folder(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nnunet_trainers import budget
+
+    monkeypatch.setenv("nnUNet_extTrainer", str(ext_folder()))
+    cls = recursive_find_trainer_class_by_name(name)
+    assert cls is getattr(budget, name)
+    assert issubclass(cls, budget.CPUBudgetMixin) and issubclass(cls, budget.SeedMixin)
+    assert issubclass(cls, nnUNetTrainer) and (name == "nnUNetTrainer_CPUBudget") != issubclass(
+        cls, tr.LossTrainerMixin
+    )
 
 
 def test_nnunet_own_trainers_not_shadowed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,9 +78,10 @@ def test_ext_folder_holds_only_reexports() -> None:
             if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):  # docstring
                 continue
             assert isinstance(node, ast.ImportFrom), f"{path.name}: only 'from ... import' re-exports allowed"
-            assert node.level == 0 and node.module == "nnunet_trainers.trainers", f"{path.name}: absolute imports"
+            assert node.level == 0, f"{path.name}: absolute imports"
+            assert node.module in ("nnunet_trainers.trainers", "nnunet_trainers.budget"), node.module
             exported |= {alias.name for alias in node.names}
-    assert exported == set(tr.TRAINER_NAMES)
+    assert exported == set(tr.TRAINER_NAMES) | set(BUDGET_TRAINER_NAMES)
     assert not [p for p in folder.iterdir() if p.suffix not in (".py", "") and p.name != "__pycache__"]
 
 
