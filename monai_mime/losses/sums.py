@@ -22,9 +22,6 @@ All sums accumulate in float32 (float64 for float64 inputs), also for float16 / 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -221,28 +218,8 @@ def label_map_sums(
     """``(I, P, G)`` from logits ``x`` ``(B, K, N)`` and a label map ``labels`` ``(B, N)`` without a one-hot tensor.
 
     ``labels`` must hold values in ``[0, K)`` everywhere, ignored voxels included (they are zeroed by ``valid``).
-    Inside :func:`label_map_sums_replaced` the function given there computes them instead.
     """
-    replacement = _LABEL_MAP_SUMS.get()
-    if replacement is not None:
-        return replacement(x, labels, valid, activation, squared)
     return ClassSums(*LabelMapSums.apply(x, labels, valid, activation, squared))
-
-
-LabelMapSumsFunction = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", Activation, bool], ClassSums]
-_LABEL_MAP_SUMS: ContextVar[LabelMapSumsFunction | None] = ContextVar("label_map_sums", default=None)
-
-
-@contextmanager
-def label_map_sums_replaced(function: LabelMapSumsFunction) -> Iterator[None]:
-    """Within the block, :func:`label_map_sums` calls ``function`` with its arguments instead of
-    :class:`LabelMapSums`: a fused compound (:mod:`monai_mime.losses.fused_ce`) runs a loss's own ``class_sums`` —
-    its checks, ignore label, mask and background handling — with sums that also compute a cross-entropy term."""
-    token = _LABEL_MAP_SUMS.set(function)
-    try:
-        yield
-    finally:
-        _LABEL_MAP_SUMS.reset(token)
 
 
 def dense_sums(
