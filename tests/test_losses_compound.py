@@ -180,7 +180,7 @@ def test_adaptive_mime_inside_a_compound_moves_its_averages_and_saves_them() -> 
             value, alone(logits.clone().requires_grad_(), labels) + F.cross_entropy(logits, labels[:, 0])
         )
     state = compound.state_dict()
-    assert {"loss.running_intersection", "loss.running_union", "loss.a", "loss.b"} <= set(state)
+    assert {"loss.running_intersection", "loss.running_union", "loss.initial_a", "loss.initial_b"} <= set(state)
     torch.testing.assert_close(state["loss.running_union"], alone.running_union)
     restored = AdaptiveMimeCELoss(momentum=0.5, **kwargs)
     restored.load_state_dict(state)

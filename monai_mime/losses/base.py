@@ -152,16 +152,21 @@ class ClassSumLoss(nn.Module):
 
     # -- reduction ---------------------------------------------------------------------------------------------
     def loss_from_sums(self, sums: ClassSums, num_voxels: int | None = None) -> torch.Tensor:
-        """The loss from ``(I, P, G)``: sum over the batch if ``batch``, then :meth:`formula`, then the reduction.
+        """The loss from ``(I, P, G)``: :meth:`batched`, then :meth:`formula`, then :meth:`reduce`.
 
         ``num_voxels`` is the number of spatial voxels of one image of the input the sums were taken over
         (``forward`` passes it). The formulas of this module ignore it; a loss whose state is kept per voxel
         (:class:`~monai_mime.AdaptiveMimeLoss`) needs it to mean the same thing at every output scale. Adapters call
         this method with sums gathered across processes (nnU-Net's DDP batch dice) or computed by a fused compound.
         """
-        if self.batch:
-            sums = ClassSums(*(t.sum(0) for t in sums))
-        terms = self.formula(sums)
+        return self.reduce(self.formula(self.batched(sums)))
+
+    def batched(self, sums: ClassSums) -> ClassSums:
+        """The sums over the batch, ``(K',)``, with ``batch``; unchanged otherwise."""
+        return ClassSums(*(t.sum(0) for t in sums)) if self.batch else sums
+
+    def reduce(self, terms: torch.Tensor) -> torch.Tensor:
+        """The per-(image, class) terms of :meth:`formula` reduced by ``reduction``."""
         if self.reduction == "mean":
             return terms.mean()
         if self.reduction == "sum":
