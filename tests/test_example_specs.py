@@ -118,4 +118,4 @@ def test_compound_run_reports_mime_weights(tmp_path):
 
     restored = AdaptiveMimeLoss([1.0] * 4, [1.0] * 4)
     restored.load_state_dict({key.removeprefix("loss."): value for key, value in state.items()})
-    assert restored.a.double().tolist() == entry["a"]  # the weights the checkpoint's running averages give
+    assert restored.weights_at(32 * 32)[0].double().tolist() == entry["a"]  # the checkpoint's averages give them

@@ -64,8 +64,9 @@ class AdaptiveMimeLoss(MimeLoss):
     ``min_union_share · ū₀``) and ``reference_voxels`` (``N₀``; 0 until known). A ``state_dict`` written before these
     names (keys ``a``, ``b``: the weights of its last call) is converted on load; see :meth:`_load_from_state_dict`.
 
-    :meth:`weights_at` gives the weights at any voxel count. The read-only :attr:`a`, :attr:`b` are those at the voxel
-    count of the last call (under deep supervision the last output's), or at ``N₀`` before any call.
+    :meth:`weights_at` gives the weights at any voxel count. The read-only :attr:`a`, :attr:`b` are those of the last
+    call, at its voxel count (under deep supervision the last output's), and ``initial_a``, ``initial_b`` before this
+    instance's first call (also after loading a ``state_dict``: ask :meth:`weights_at` for the loaded weights).
 
     The averages move only on training steps — in training mode and with gradients enabled, so a validation loss
     computed under ``torch.no_grad()`` (nnU-Net's) leaves them alone. Every call needs ``num_voxels`` (``forward``
@@ -176,14 +177,14 @@ class AdaptiveMimeLoss(MimeLoss):
         self.running_union.mul_(m).add_(totals[num_classes : 2 * num_classes] / count, alpha=1 - m)
 
     def _last_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.started:
+        if self._last_num_voxels is None:
             return self.initial_a, self.initial_b
-        size = self._last_num_voxels
-        return self.weights_at(int(self.reference_voxels) if size is None else size)
+        return self.weights_at(self._last_num_voxels)
 
     @property
     def a(self) -> torch.Tensor:
-        """Weight on the ground truth at the voxel count of the last call (``N₀`` before any call); read-only."""
+        """Weight on the ground truth of the last call, at its voxel count (``initial_a`` before this instance's first
+        call); read-only."""
         return self._last_weights()[0]
 
     @a.setter
@@ -192,7 +193,8 @@ class AdaptiveMimeLoss(MimeLoss):
 
     @property
     def b(self) -> torch.Tensor:
-        """Weight off the ground truth at the voxel count of the last call (``N₀`` before any call); read-only."""
+        """Weight off the ground truth of the last call, at its voxel count (``initial_b`` before this instance's first
+        call); read-only."""
         return self._last_weights()[1]
 
     @b.setter
