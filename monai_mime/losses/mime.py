@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 
 
 _Mime = TypeVar("_Mime", bound="MimeLoss")
+#: per-class weights as the constructors take them
+Weights = Sequence[float] | np.ndarray | torch.Tensor
 
 
-def _as_weight_vector(name: str, value: Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
+def _as_weight_vector(name: str, value: Weights) -> torch.Tensor:
     vector = torch.as_tensor(value, dtype=torch.float32).detach().clone()
     if vector.ndim != 1 or vector.numel() == 0:
         raise ValueError(
@@ -70,8 +72,8 @@ class MimeLoss(ClassSumLoss):
 
     def __init__(
         self,
-        a: Sequence[float] | np.ndarray | torch.Tensor,
-        b: Sequence[float] | np.ndarray | torch.Tensor,
+        a: Weights,
+        b: Weights,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

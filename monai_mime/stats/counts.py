@@ -13,7 +13,6 @@ constructors from labels, folders, data dicts and nnU-Net datasets are :mod:`~mo
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from monai_mime.stats import nnunet_sources, sources
 from monai_mime.stats.cache import FORMAT, VERSION, CorruptStatisticsError, read_json_checked, write_json_atomic
 from monai_mime.stats.readers import PathLike
 from monai_mime.stats.sources import CacheArg
-from monai_mime.stats.weight_modes import ABSENT_RULES, DEFAULT_MODE, WEIGHT_MODES
+from monai_mime.stats.weight_modes import ABSENT_RULES, DEFAULT_MODE, WEIGHT_MODES, mode_parameters
 
 __all__ = ["ClassStatistics", "WEIGHT_MODES", "DEFAULT_MODE", "ABSENT_RULES"]
 
@@ -272,7 +271,7 @@ class ClassStatistics:
         if mode not in WEIGHT_MODES:
             raise ValueError(f"unknown weight mode {mode!r}; choose one of {', '.join(WEIGHT_MODES)}")
         fn = WEIGHT_MODES[mode]
-        accepted = list(inspect.signature(fn).parameters)[3:]
+        accepted = mode_parameters(mode)
         unknown = sorted(set(params) - set(accepted))
         if unknown:
             raise TypeError(f"weight mode {mode!r} takes {accepted or 'no parameters'}, not {unknown}")

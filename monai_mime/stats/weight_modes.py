@@ -21,11 +21,12 @@ README ("Which a/b?") and ``docs/results``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["ABSENT_RULES", "DEFAULT_MODE", "WEIGHT_MODES", "Weights"]
+__all__ = ["ABSENT_RULES", "DEFAULT_MODE", "WEIGHT_MODES", "Weights", "mode_parameters"]
 
 Weights = tuple[np.ndarray, np.ndarray]
 
@@ -64,3 +65,10 @@ DEFAULT_MODE = "balance"
 #: voxel in the whole training set, i.e. a mean count of ``mean_n(scale_n) / N`` (``scale_n = 1`` without a
 #: patch size) -- large but finite.
 ABSENT_RULES = ("error", "one_voxel")
+
+
+def mode_parameters(mode: str | None) -> list[str]:
+    """The parameters weight mode ``mode`` takes (``overlap`` for ``"dice"``, ``gamma`` for ``"balance"``); None means
+    :data:`DEFAULT_MODE`, an unknown mode takes none."""
+    fn = WEIGHT_MODES.get(DEFAULT_MODE if mode is None else mode)
+    return [] if fn is None else list(inspect.signature(fn).parameters)[3:]
