@@ -253,8 +253,8 @@ class ClassStatistics:
         ``2/G`` (Eq. 2 with ``I = P = 0``) of an image (or patch) of average class size, independent of N. The
         literal Eq. 3 (``"paper"``) is divided by N² more, which on a real dataset puts the gradients far below
         Adam's ``eps`` (1e-8) and slows learning. Ratio: ``"mean"`` keeps Eq. 3's ``a_k/b_k = B̄_k/Ḡ_k``, whose
-        threshold ``b/(a+b)`` is the class's voxel fraction (about 1 % on ACDC) and over-segments; the default,
-        ``"balance"`` with γ = 0.5, takes its square root (chosen by the README's ablation).
+        threshold ``b/(a+b)`` is the class's voxel fraction; the default, ``"balance"`` with γ = 0.5, takes its
+        square root.
 
         Args:
             mode: a key of :data:`WEIGHT_MODES`; None means :data:`DEFAULT_MODE`.
