@@ -24,12 +24,12 @@ __all__ = ["from_nnunet_preprocessed", "from_nnunet_raw"]
 def from_nnunet_raw(
     cls: type[ClassStatistics],
     dataset_folder: PathLike,
-    num_classes: int | None = None,
-    ignore_index: int | None = None,
-    cases: Sequence[str] | None = None,
-    num_workers: int | None = None,
-    cache: CacheArg = True,
-    progress: bool = True,
+    num_classes: int | None,
+    ignore_index: int | None,
+    cases: Sequence[str] | None,
+    num_workers: int | None,
+    cache: CacheArg,
+    progress: bool,
 ) -> ClassStatistics:
     """``ClassStatistics.from_nnunet_raw`` (see its docstring)."""
     folder = Path(dataset_folder).resolve()
@@ -72,12 +72,12 @@ def from_nnunet_raw(
 def from_nnunet_preprocessed(
     cls: type[ClassStatistics],
     preprocessed_dataset_folder: PathLike,
-    configuration: str | None = None,
-    fold: int | str = 0,
-    plans_identifier: str = "nnUNetPlans",
-    num_workers: int | None = None,
-    cache: CacheArg = True,
-    progress: bool = True,
+    configuration: str | None,
+    fold: int | str,
+    plans_identifier: str,
+    num_workers: int | None,
+    cache: CacheArg,
+    progress: bool,
 ) -> ClassStatistics:
     """``ClassStatistics.from_nnunet_preprocessed`` (see its docstring)."""
     require_nnunet()

@@ -123,9 +123,9 @@ def from_labels(
     cls: type[ClassStatistics],
     labels: Iterable[Any],
     num_classes: int | None,
-    ignore_index: int | None = None,
-    case_ids: Sequence[str] | None = None,
-    progress: bool = False,
+    ignore_index: int | None,
+    case_ids: Sequence[str] | None,
+    progress: bool,
 ) -> ClassStatistics:
     """``ClassStatistics.from_labels`` (see its docstring)."""
     given = None if case_ids is None else [str(c) for c in case_ids]
@@ -148,11 +148,11 @@ def from_labels(
 def from_folder(
     cls: type[ClassStatistics],
     path: PathLike,
-    num_classes: int | None = None,
-    ignore_index: int | None = None,
-    num_workers: int | None = None,
-    cache: CacheArg = True,
-    progress: bool = True,
+    num_classes: int | None,
+    ignore_index: int | None,
+    num_workers: int | None,
+    cache: CacheArg,
+    progress: bool,
 ) -> ClassStatistics:
     """``ClassStatistics.from_folder`` (see its docstring)."""
     files = list_label_files(path)
@@ -176,12 +176,12 @@ def from_folder(
 def from_data_dicts(
     cls: type[ClassStatistics],
     data: Any,
-    label_key: str = "label",
-    num_classes: int | None = None,
-    ignore_index: int | None = None,
-    num_workers: int | None = None,
-    cache: CacheArg = True,
-    progress: bool = True,
+    label_key: str,
+    num_classes: int | None,
+    ignore_index: int | None,
+    num_workers: int | None,
+    cache: CacheArg,
+    progress: bool,
 ) -> ClassStatistics:
     """``ClassStatistics.from_data_dicts`` (see its docstring)."""
     if isinstance(data, (list, tuple)):
@@ -213,6 +213,6 @@ def from_data_dicts(
                 v = d[label_key]
                 yield read_with_monai(v) if isinstance(v, (str, os.PathLike)) else v
 
-    stats = from_labels(cls, labels(), num_classes, ignore_index, progress=progress)
+    stats = from_labels(cls, labels(), num_classes, ignore_index, None, progress)
     stats.source = "data_dicts"
     return stats
