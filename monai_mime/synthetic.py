@@ -13,7 +13,7 @@ label name      shape                                                   present 
 With the defaults (128² images, the rare class in 25 % of them) a random 64² patch misses the rare class
 more than nine times out of ten, so patch-based training sees mostly *empty* patches for it: the
 setting where every Dice variant divides by little more than its smoothing term (see
-``docs/losses.md``). The decoys are discs as dark as the blob and as small as the rare class, so the
+``docs/equations.md``). The decoys are discs as dark as the blob and as small as the rare class, so the
 rare class must be told from them by its brightness under noise; the ring must be told from the rare
 disc by its shape. Objects have soft edges (a sigmoid of the signed distance), so the task is not
 trivial but a small U-Net learns it within minutes on a CPU.

@@ -27,7 +27,6 @@ from typing import Any, ClassVar
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_trainers._trainer_base import TrainerBase
 from nnunet_trainers.seeding import SeedMixin
 from nnunet_trainers.trainers import (
     nnUNetTrainerMime,
@@ -47,7 +46,7 @@ __all__ = [
 ]
 
 
-class CPUBudgetMixin(TrainerBase):
+class CPUBudgetMixin(nnUNetTrainer):
     """A short fixed schedule for CPU runs (module docstring). Put it first in the bases.
 
     Attributes:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from nnunet_trainers._trainer_base import TrainerBase
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 __all__ = ["LabelCheckMixin", "check_label_range"]
 
@@ -43,7 +43,7 @@ def check_label_range(
     raise ValueError(f"monai-mime: label value {value} in {where} is outside the dataset's labels ({allowed}).")
 
 
-class LabelCheckMixin(TrainerBase):
+class LabelCheckMixin(nnUNetTrainer):
     """``train_step`` / ``validation_step`` that call :func:`check_label_range` on the batch first (label maps)."""
 
     def mime_check_labels(self, batch: dict) -> None:

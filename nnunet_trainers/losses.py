@@ -15,7 +15,7 @@ weights and ignore handling. For label maps the cross-entropy is fused with the 
 logits (:func:`monai_mime.losses.fused_ce.class_sums_and_cross_entropy`) whenever nnU-Net's semantics allow it — a
 :class:`~monai_mime.losses.base.ClassSumLoss` with softmax and no CE class weights: ``RobustCrossEntropyLoss`` is the
 mean over the voxels that are not ignored, and ``DC_and_CE_loss`` skips it when every voxel is ignored, which is the
-fused term's 0. With ``batch_dice`` under DDP, the per-class sums ``(I, P, G)`` (``losses.md``) are
+fused term's 0. With ``batch_dice`` under DDP, the per-class sums ``(I, P, G)`` (``docs/equations.md``) are
 all-gathered across ranks *with gradients* (nnU-Net's ``AllGatherGrad``) before the formula, as nnU-Net's
 ``MemoryEfficientSoftDiceLoss`` does: every rank then computes the loss of the global batch, and after DDP's gradient
 averaging the gradients are those of the single-process loss on the concatenated batch.

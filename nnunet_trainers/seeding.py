@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from nnunet_trainers._trainer_base import TrainerBase
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 __all__ = ["ENV_SEED", "SeedMixin", "derived_seed", "resolve_seed", "seed_everything"]
 
@@ -66,7 +66,7 @@ def resolve_seed(attribute: int | None) -> int | None:
     return seed
 
 
-class SeedMixin(TrainerBase):
+class SeedMixin(nnUNetTrainer):
     """Seed an ``nnUNetTrainer`` (sub)class before its network and data loaders are built (module docstring).
 
     Attributes:

@@ -15,19 +15,20 @@ Eight trainers, chosen by name with ``nnUNetv2_train DATASET CONFIG FOLD -tr <na
 ``nnUNetTrainerGDLCE``        Generalized Dice + cross-entropy
 ============================  =============================================================================
 
-They leave ``__init__`` alone and override only ``_build_loss``, ``save_checkpoint``, ``load_checkpoint``,
-``on_train_epoch_end`` (which adds the a/b of every output to the log), ``train_step`` / ``validation_step``
-(which first check the batch's label values, :mod:`nnunet_trainers.label_check`) and ``initialize`` /
-``get_dataloaders`` to seed a run (``mime_seed`` / ``$MONAI_MIME_SEED``, :mod:`nnunet_trainers.seeding`), via the mixins of
-:mod:`nnunet_trainers.mixins`. Put a mixin first to give any trainer of your own one of these losses::
+The trainer's name picks the loss. They leave ``__init__`` alone and override only ``_build_loss``,
+``save_checkpoint``, ``load_checkpoint`` (both extend nnU-Net's), ``on_train_epoch_end`` (which adds the a/b of
+every output to the log), ``train_step`` / ``validation_step`` (which first check the batch's label values,
+:mod:`nnunet_trainers.label_check`) and ``initialize`` / ``get_dataloaders`` to seed a run (``mime_seed`` /
+``$MONAI_MIME_SEED``, :mod:`nnunet_trainers.seeding`), via the mixins of :mod:`nnunet_trainers.mixins`. Put a mixin
+first to give any trainer of your own one of these losses::
 
     class MyTrainer(MimeLossMixin, nnUNetTrainer_250epochs):
         mime_weight_mode = "dice"
 
 The starting a/b come from the fold's training cases (:mod:`nnunet_trainers.class_weights`; weight mode: the class
-attribute ``mime_weight_mode``, ``$MONAI_MIME_WEIGHT_MODE``, or the default of :meth:`ClassStatistics.weights`,
-"balance" with γ = 0.5); they and the loss's state (the adaptive Mime's running averages) are stored in every
-checkpoint (:mod:`nnunet_trainers.checkpoint`). The mixins and constants are re-exported here.
+attribute ``mime_weight_mode`` of a subclass, or for these trainers ``$MONAI_MIME_WEIGHT_MODE``, else the default
+of :meth:`ClassStatistics.weights`); they and the loss's state (the adaptive Mime's running averages) are stored
+in every checkpoint (:mod:`nnunet_trainers.checkpoint`). The mixins and constants are re-exported here.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunet_trainers.checkpoint import CHECKPOINT_KEY
 from nnunet_trainers.class_weights import ENV_WEIGHT_KWARGS, ENV_WEIGHT_MODE
 from nnunet_trainers.mixins import (
-    ENV_LOSS,
     GDLCELossMixin,
     GDLLossMixin,
     LossTrainerMixin,
@@ -51,7 +51,6 @@ from nnunet_trainers.mixins import (
 
 __all__ = [
     "CHECKPOINT_KEY",
-    "ENV_LOSS",
     "ENV_WEIGHT_KWARGS",
     "ENV_WEIGHT_MODE",
     "GDLCELossMixin",

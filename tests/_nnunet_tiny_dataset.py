@@ -117,7 +117,6 @@ def nnunet_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...,
     monkeypatch.setenv("MONAI_MIME_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv(tr.ENV_WEIGHT_MODE, raising=False)
     monkeypatch.delenv(tr.ENV_WEIGHT_KWARGS, raising=False)
-    monkeypatch.delenv(tr.ENV_LOSS, raising=False)
 
     def make(labels: dict[str, Any] = LABELS, splits: list[dict[str, list[str]]] | None = None) -> Path:
         folder = pre / DATASET

@@ -67,10 +67,18 @@ def test_bundle_runs_through_monai_bundle(tmp_path):
     ckpt = torch.load(out / "model_final.pt", weights_only=True)
     assert set(ckpt) == {"network", "loss"}
     state = ckpt["loss"]
-    for key in ("a", "b", "running_intersection", "running_union", "reference_voxels"):
+    for key in ("initial_a", "initial_b", "running_intersection", "running_union", "reference_voxels"):
         assert key in state, key
+    from monai_mime import AdaptiveMimeLoss
+
+    restored = AdaptiveMimeLoss([1.0] * 4, [1.0] * 4)
+    restored.load_state_dict(state)  # the weights the saved running averages give at the training size
     # the saved weights are the loss's after training (printed by the bundle), and training moved them
-    torch.testing.assert_close(state["a"].double(), torch.tensor(_floats(final, "a"), dtype=torch.float64))
-    torch.testing.assert_close(state["b"].double(), torch.tensor(_floats(final, "b"), dtype=torch.float64))
+    torch.testing.assert_close(
+        restored.weights_at(64 * 64)[0].double(), torch.tensor(_floats(final, "a"), dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        restored.weights_at(64 * 64)[1].double(), torch.tensor(_floats(final, "b"), dtype=torch.float64)
+    )
     assert _floats(final, "a") != _floats(start, "a")
     assert float(state["reference_voxels"]) == 64 * 64

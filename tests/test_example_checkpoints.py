@@ -20,13 +20,13 @@ def test_checkpoint_holds_the_trained_loss_state(tmp_path):
     spec = pt.parse_loss_specs("mime_adaptive")[0]
     model, loss_fn, _ = pt.train_model(spec, data, config)
     assert set(state) == set(loss_fn.state_dict())
-    for key in ("running_intersection", "running_union", "a", "b"):
+    for key in ("running_intersection", "running_union", "initial_a", "initial_b"):
         torch.testing.assert_close(state[key], loss_fn.state_dict()[key], rtol=0, atol=0, msg=key)
     # ... which are not the starting ones, and are the a/b reported in results.json
     fresh = pt.build_loss(spec, data.statistics(), config.patch_size)
     assert not torch.equal(state["running_union"], fresh.running_union)
     entry = results["losses"]["mime_adaptive"]
-    assert state["a"].double().tolist() == entry["a"] and state["b"].double().tolist() == entry["b"]
+    assert loss_fn.a.double().tolist() == entry["a"] and loss_fn.b.double().tolist() == entry["b"]
 
     # a loss rebuilt from the spec resumes from the checkpoint with the trained weights
     fresh.load_state_dict(state)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
 from _adaptive_reference import Eq2Reference
@@ -110,8 +114,8 @@ def test_state_dict_carries_the_running_averages_and_the_reference_size() -> Non
     restored = AdaptiveMimeLoss([1.0, 1.0], [1.0, 1.0])
     restored.load_state_dict(loss.state_dict())
     assert set(loss.state_dict()) == {
-        "a",
-        "b",
+        "initial_a",
+        "initial_b",
         "running_intersection",
         "running_union",
         "min_running_union",
@@ -183,3 +187,37 @@ def test_batched_meta_tensors_from_a_monai_dataloader_update_the_averages() -> N
     reference = Eq2Reference([1.0, 2.0, 3.0], [1.0, 1.0, 1.0], voxels=64, momentum=loss_fn.momentum)
     reference.observe(torch.softmax(logits.as_tensor(), 1), batch["y"].as_tensor())
     torch.testing.assert_close(loss_fn.weights_at(64), reference.weights_at(64), rtol=1e-5, atol=0, check_dtype=False)
+
+
+OLD_STATES = Path(__file__).parent / "data" / "adaptive_mime_state_v1.json"
+
+
+def _old_state(entry: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return {
+        key: torch.tensor(value, dtype=torch.float64 if key == "reference_voxels" else torch.float32)
+        for key, value in entry["state_dict"].items()
+    }
+
+
+def test_state_dicts_written_before_the_initial_weight_names_still_load() -> None:
+    """``tests/data/adaptive_mime_state_v1.json`` was written by the code before issue 21, whose ``state_dict`` held
+    ``a``, ``b`` (the last call's weights) instead of ``initial_a``, ``initial_b``; the weights it recorded are those
+    that code computed from it."""
+    saved = json.loads(OLD_STATES.read_text())
+    x, y = torch.tensor(saved["input"]["x"]), torch.tensor(saved["input"]["y"])
+    started = saved["started"]
+    assert {"a", "b"} <= set(started["state_dict"])
+    loss = AdaptiveMimeLoss([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], momentum=0.5, softmax=True, to_onehot_y=True)
+    loss.load_state_dict(_old_state(started))
+    assert float(loss.reference_voxels) == 64
+    torch.testing.assert_close(loss.weights_at(64), tuple(torch.tensor(w) for w in started["weights_at_64"]))
+    assert loss.eval()(x, y).item() == started["eval_loss_at_64"]
+    # not yet called: its a/b were the starting weights, and the first call starts from them
+    fresh = AdaptiveMimeLoss([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], momentum=0.5, softmax=True, to_onehot_y=True)
+    fresh.load_state_dict(_old_state(saved["not_started"]))
+    torch.testing.assert_close(fresh.initial_a, torch.tensor(saved["not_started"]["state_dict"]["a"]))
+    fresh(x, y)
+    expected = tuple(torch.tensor(w) for w in saved["not_started"]["weights_at_64_after_one_call"])
+    torch.testing.assert_close(fresh.weights_at(64), expected)
+    with pytest.raises(AttributeError, match="read-only"):
+        fresh.a = torch.ones(3)

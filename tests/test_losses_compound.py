@@ -162,7 +162,7 @@ def test_adaptive_mime_inside_a_compound_moves_its_averages_and_saves_them() -> 
             value, alone(logits.clone().requires_grad_(), labels) + F.cross_entropy(logits, labels[:, 0])
         )
     state = compound.state_dict()
-    assert {"loss.running_intersection", "loss.running_union", "loss.a", "loss.b"} <= set(state)
+    assert {"loss.running_intersection", "loss.running_union", "loss.initial_a", "loss.initial_b"} <= set(state)
     torch.testing.assert_close(state["loss.running_union"], alone.running_union)
     restored = AdaptiveMimeCELoss(momentum=0.5, **kwargs)
     restored.load_state_dict(state)
@@ -199,3 +199,25 @@ def test_mime_compounds_from_statistics_and_the_bundle() -> None:
     from_config = parser.get_parsed_content("by_name")
     assert isinstance(from_config, CompoundCELoss) and isinstance(from_config.loss, VNetDiceLoss)
     assert torch.isfinite(loss(torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 1, 8, 8))))
+
+
+def test_a_named_mime_compound_from_statistics_is_of_its_class() -> None:
+    labels = [torch.randint(0, 3, (1, 16, 16), generator=torch.Generator().manual_seed(i)).numpy() for i in range(3)]
+    stats = ClassStatistics.from_labels(labels, num_classes=3)
+    compound = AdaptiveMimeCELoss.from_statistics(stats, patch_size=(8, 8), lambda_ce=0.25, to_onehot_y=True)
+    assert type(compound) is AdaptiveMimeCELoss and compound.lambda_ce == 0.25
+    loss = compound.loss
+    assert isinstance(loss, AdaptiveMimeLoss) and float(loss.reference_voxels) == 64
+    a, _ = stats.weights(patch_size=(8, 8))
+    torch.testing.assert_close(loss.initial_a, torch.tensor(a, dtype=torch.float32))
+
+
+def test_the_registry_records_what_each_loss_needs() -> None:
+    from monai_mime.registry import registered_loss
+
+    assert registered_loss("mime").from_statistics is not None
+    assert registered_loss("mime_adaptive+ce").from_statistics is not None  # the wrapped loss's record
+    assert registered_loss("dice").from_statistics is None and registered_loss("dice").monai_arguments
+    assert not registered_loss("ce").monai_arguments
+    with pytest.raises(TypeError, match="takes no stats="):
+        get_loss("dice", stats=None)

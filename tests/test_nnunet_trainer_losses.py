@@ -132,21 +132,6 @@ def test_regions(nnunet_env) -> None:
     assert torch.isfinite(value)
 
 
-def test_monai_mime_loss_is_read_when_the_loss_is_built(nnunet_env, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``$MONAI_MIME_LOSS`` chooses the loss of the Mime trainers at ``initialize()``, not when the module is imported;
-    the named fixed-weight trainers do not read it."""
-    nnunet_env()
-    monkeypatch.setenv(tr.ENV_LOSS, "mime")
-    trainer = make_trainer(tr.nnUNetTrainerMime)
-    trainer.initialize()
-    assert type(inner_adapter(trainer.loss).loss) is MimeLoss
-    assert trainer.mime_checkpoint_state()["loss"] == "mime"
-    monkeypatch.setenv(tr.ENV_LOSS, "mime_adaptive")
-    fixed = make_trainer(tr.nnUNetTrainerMimeFixed)
-    fixed.initialize()
-    assert type(inner_adapter(fixed.loss).loss) is MimeLoss
-
-
 def test_each_output_gets_the_weights_of_its_size_and_they_are_logged_per_epoch(nnunet_env) -> None:
     nnunet_env()
     trainer = make_trainer(tr.nnUNetTrainerMime)

@@ -20,7 +20,6 @@ The spec text (whitespace removed) names the run in ``results.json``, ``results.
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,36 +115,6 @@ def base_name(name: str) -> str:
     return name[: -len(COMPOUND_SUFFIX)] if name.endswith(COMPOUND_SUFFIX) else name
 
 
-def _constructor_kwargs(cls: type) -> set[str]:
-    names: set[str] = set()
-    for klass in inspect.getmro(cls):
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        for p in inspect.signature(init).parameters.values():
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
-                names.add(p.name)
-    return names
-
-
-_MIME_CLASSES: dict[str, type | None] = {}
-
-
-def _mime_class(name: str) -> type | None:
-    """The MimeLoss subclass a registered name builds (``mime``, ``mime_adaptive``, user ones), else None.
-
-    Found by building the loss from dummy ``a``/``b``: a Mime-like factory accepts them, the others refuse."""
-    from monai_mime import MimeLoss, get_loss
-
-    if name not in _MIME_CLASSES:
-        try:
-            probe = get_loss(name, a=[1.0, 1.0], b=[1.0, 1.0])
-        except Exception:  # noqa: BLE001 - any refusal means "not a Mime-like loss"
-            probe = None
-        _MIME_CLASSES[name] = type(probe) if isinstance(probe, MimeLoss) else None
-    return _MIME_CLASSES[name]
-
-
 def build_loss(
     spec: LossSpec | str,
     stats: Any = None,
@@ -163,6 +132,8 @@ def build_loss(
         ExperimentError: bad options (the loss's own error message, on one line).
     """
     from monai_mime import get_loss
+    from monai_mime.registry import registered_loss
+    from monai_mime.stats.weight_modes import mode_parameters
 
     if isinstance(spec, str):
         spec = LossSpec.parse(spec)
@@ -170,30 +141,25 @@ def build_loss(
     compound: dict[str, Any] = {}
     if spec.name != base_name(spec.name):  # X+ce: the compound's own options, the rest is X's
         compound, opts = split_compound_arguments(opts)
-    defaults: dict[str, Any] = {"to_onehot_y": True, "softmax": True}
-    mime_class = _mime_class(base_name(spec.name))
+    entry = registered_loss(spec.name)
+    defaults: dict[str, Any] = {"to_onehot_y": True, "softmax": True} if entry.monai_arguments else {}
     try:
-        if mime_class is not None and not ("a" in opts or "b" in opts):
+        if entry.from_statistics is not None and not ("a" in opts or "b" in opts):
             if stats is None:
                 raise ExperimentError(f"{spec.name} needs dataset statistics (or explicit a= and b=)")
             use_patch = bool(opts.pop("patch", True))
             mode = opts.pop("mode", None)
-            ctor_names = _constructor_kwargs(mime_class)
-            ctor = {k: opts.pop(k) for k in list(opts) if k in ctor_names}
+            weight_options = {"absent", *mode_parameters(mode)}
+            weight_kwargs = {k: opts.pop(k) for k in list(opts) if k in weight_options}
             return get_loss(
                 spec.name,
                 stats=stats,
                 mode=mode,
                 patch_size=tuple(patch_size) if (use_patch and patch_size is not None) else None,
-                weight_kwargs=opts,
-                **{**defaults, **ctor, **compound},
+                weight_kwargs=weight_kwargs,
+                **{**defaults, **opts, **compound},
             )
-        try:
-            return get_loss(spec.name, **{**defaults, **opts, **compound})
-        except TypeError as e:
-            if not any(k in str(e) for k in defaults):
-                raise
-            return get_loss(spec.name, **opts, **compound)
+        return get_loss(spec.name, **{**defaults, **opts, **compound})
     except ExperimentError:
         raise
     except (TypeError, ValueError, KeyError, RuntimeError) as e:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import distributed as dist
 
-from monai_mime.losses.mime import MimeLoss
+from monai_mime.losses.mime import MimeLoss, mime_terms
 from monai_mime.losses.sums import ClassSums
 
 if TYPE_CHECKING:
@@ -60,10 +60,14 @@ class AdaptiveMimeLoss(MimeLoss):
             which it leaves alone.
 
     Buffers (all in the ``state_dict``, so a checkpoint of the loss resumes with the weights it had):
+    ``initial_a``, ``initial_b`` (the constructor's starting weights at ``N₀``, never changed),
     ``running_intersection`` (``ī``), ``running_union`` (``ū``), ``min_running_union`` (its floor
-    ``min_union_share · ū₀``), ``reference_voxels`` (``N₀``; 0 until known), and
-    ``a``, ``b``: the weights of the last call, at that call's voxel count (the starting weights before the first
-    call). :meth:`weights_at` gives them at any voxel count.
+    ``min_union_share · ū₀``) and ``reference_voxels`` (``N₀``; 0 until known). A ``state_dict`` written before these
+    names (keys ``a``, ``b``: the weights of its last call) is converted on load; see :meth:`_load_from_state_dict`.
+
+    :meth:`weights_at` gives the weights at any voxel count. The read-only :attr:`a`, :attr:`b` are those of the last
+    call, at its voxel count (under deep supervision the last output's), and ``initial_a``, ``initial_b`` before this
+    instance's first call (also after loading a ``state_dict``: ask :meth:`weights_at` for the loaded weights).
 
     The averages move only on training steps — in training mode and with gradients enabled, so a validation loss
     computed under ``torch.no_grad()`` (nnU-Net's) leaves them alone. Every call needs ``num_voxels`` (``forward``
@@ -71,18 +75,21 @@ class AdaptiveMimeLoss(MimeLoss):
     averages are per image: with ``batch=True`` they still average the per-image sums handed to
     :meth:`loss_from_sums`.
 
-    Limitation (measured, ``docs/results/sweep.md``): a class present in under 2 % of the training patches is learned
-    from above: an untrained network predicts it on about ``1/K`` of every voxel, the averages take that in within a
-    few steps, and Eq. 2 then asks only that the prediction shrink. Where the network instead settles with the class
-    confidently over-predicted, the loss, linear in the probabilities, has no gradient left there (on the built-in
-    data, 3 of 6 seeds at 32² and 2 of 6 at 16² patches: 100–450× the true volume). Adding cross-entropy
-    (``"mime_adaptive+ce"``) avoided it in all 6 seeds at both sizes; it found the class in 4 of 6 at 32², none at 16².
+    Limitation: a class present in few training patches is learned from above: an untrained network predicts it on
+    about ``1/K`` of every voxel, the averages take that in within a few steps, and Eq. 2 then asks only that the
+    prediction shrink. Where the network instead settles with the class confidently over-predicted, the loss, linear
+    in the probabilities, has no gradient left there; adding cross-entropy (``"mime_adaptive+ce"``) gives one, and is the
+    setting to use at small patches where a class is absent from most of them. The
+    measurements are in ``docs/results/sweep.md`` and ``docs/results/dice_ce.md``.
     """
 
+    initial_a: torch.Tensor
+    initial_b: torch.Tensor
     running_intersection: torch.Tensor
     running_union: torch.Tensor
     min_running_union: torch.Tensor
     reference_voxels: torch.Tensor
+    weight_buffers = ("initial_a", "initial_b")
 
     def __init__(
         self,
@@ -104,9 +111,10 @@ class AdaptiveMimeLoss(MimeLoss):
         self.momentum = float(momentum)
         self.min_union_share = float(min_union_share)
         self.sync_ranks = bool(sync_ranks)
-        self.register_buffer("running_union", torch.zeros_like(self.a))
-        self.register_buffer("running_intersection", torch.zeros_like(self.a))
-        self.register_buffer("min_running_union", torch.zeros_like(self.a))
+        self._last_num_voxels: int | None = None
+        self.register_buffer("running_union", torch.zeros_like(self.initial_a))
+        self.register_buffer("running_intersection", torch.zeros_like(self.initial_a))
+        self.register_buffer("min_running_union", torch.zeros_like(self.initial_a))
         self.register_buffer("reference_voxels", torch.zeros((), dtype=torch.float64))
         if reference_voxels is not None:
             self._start(reference_voxels)
@@ -124,9 +132,7 @@ class AdaptiveMimeLoss(MimeLoss):
         """:meth:`MimeLoss.from_statistics`; with ``patch_size``, ``reference_voxels`` defaults to its product."""
         if patch_size is not None:
             kwargs.setdefault("reference_voxels", math.prod(int(p) for p in patch_size))
-        loss = super().from_statistics(stats, mode, patch_size, include_background, weight_kwargs, **kwargs)
-        assert isinstance(loss, AdaptiveMimeLoss)
-        return loss
+        return super().from_statistics(stats, mode, patch_size, include_background, weight_kwargs, **kwargs)
 
     @property
     def started(self) -> bool:
@@ -135,11 +141,11 @@ class AdaptiveMimeLoss(MimeLoss):
 
     @torch.no_grad()
     def _start(self, num_voxels: int) -> None:
-        """The starting fractions from the current (starting) a/b, taken to hold at ``num_voxels`` voxels."""
-        union = 2 / (self.a + self.b)
+        """The starting fractions from the starting a/b, taken to hold at ``num_voxels`` voxels (inverse of Eq. 2)."""
+        union = 2 / (self.initial_a + self.initial_b)
         self.running_union.copy_(union / num_voxels)
         self.min_running_union.copy_(self.min_union_share * union / num_voxels)
-        self.running_intersection.copy_(self.b * union**2 / 2 / num_voxels)
+        self.running_intersection.copy_(self.initial_b * union**2 / 2 / num_voxels)
         self.reference_voxels.fill_(float(num_voxels))
 
     @torch.no_grad()
@@ -172,27 +178,78 @@ class AdaptiveMimeLoss(MimeLoss):
         self.running_intersection.mul_(m).add_(totals[:num_classes] / count, alpha=1 - m)
         self.running_union.mul_(m).add_(totals[num_classes : 2 * num_classes] / count, alpha=1 - m)
 
+    def _last_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._last_num_voxels is None:
+            return self.initial_a, self.initial_b
+        return self.weights_at(self._last_num_voxels)
+
+    @property
+    def a(self) -> torch.Tensor:
+        """Weight on the ground truth of the last call, at its voxel count (``initial_a`` before this instance's first
+        call); read-only."""
+        return self._last_weights()[0]
+
+    @a.setter
+    def a(self, value: torch.Tensor) -> None:
+        raise AttributeError("AdaptiveMimeLoss.a is read-only: set initial_a, or the running averages.")
+
+    @property
+    def b(self) -> torch.Tensor:
+        """Weight off the ground truth of the last call, at its voxel count (``initial_b`` before this instance's first
+        call); read-only."""
+        return self._last_weights()[1]
+
+    @b.setter
+    def b(self, value: torch.Tensor) -> None:
+        raise AttributeError("AdaptiveMimeLoss.b is read-only: set initial_b, or the running averages.")
+
     def loss_from_sums(self, sums: ClassSums, num_voxels: int | None = None) -> torch.Tensor:
-        """Update the averages (training steps), set ``a``, ``b`` to :meth:`weights_at` ``num_voxels``, then Eq. 3."""
+        """Update the averages (training steps), then Eq. 3 with the weights :meth:`weights_at` ``num_voxels``."""
         if num_voxels is None:
             raise ValueError(
                 "AdaptiveMimeLoss.loss_from_sums needs num_voxels (one image's spatial voxel count): its running "
                 "averages are per voxel and its a/b depend on the size of the output."
             )
         seen = sums.intersection.shape[-1]
-        if seen != self.a.numel():
+        if seen != self.initial_a.numel():
             raise ValueError(
-                f"AdaptiveMimeLoss has a/b for {self.a.numel()} classes but the loss sees {seen} "
+                f"AdaptiveMimeLoss has a/b for {self.initial_a.numel()} classes but the loss sees {seen} "
                 f"(include_background={self.include_background}); give a/b of that length."
             )
         if not self.started:
             self._start(num_voxels)
         if self.training and torch.is_grad_enabled() and self.momentum < 1.0:
             self.observe(sums, num_voxels)
-        # new tensors, not in-place updates: a graph built earlier in this step (deep supervision calls the loss
-        # once per output scale) still holds its own a/b for its backward pass
-        self.a, self.b = self.weights_at(num_voxels)
-        return super().loss_from_sums(sums, num_voxels)
+        self._last_num_voxels = num_voxels
+        # new tensors: a graph built earlier in this step (deep supervision calls the loss once per output scale)
+        # holds its own a/b for its backward pass, which later updates of the averages leave alone
+        a, b = self.weights_at(num_voxels)
+        return self.reduce(self.weighted(mime_terms(self.batched(sums), a, b, self.include_background)))
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Loads ``state_dict``s of either layout. One written before ``initial_a``/``initial_b`` existed holds ``a``,
+        ``b``: the starting weights if the loss had not been called (``reference_voxels`` 0), else the weights of its
+        last call, which the running averages it also holds determine. They become ``initial_a``/``initial_b`` in
+        the first case and are dropped in the second (the starting weights then stay this instance's: once started,
+        the loss no longer reads them)."""
+        if prefix + "a" in state_dict and prefix + "initial_a" not in state_dict:
+            old_a, old_b = state_dict.pop(prefix + "a"), state_dict.pop(prefix + "b")
+            reference = state_dict.get(prefix + "reference_voxels")
+            started = reference is not None and float(reference) > 0
+            state_dict[prefix + "initial_a"] = self.initial_a if started else old_a
+            state_dict[prefix + "initial_b"] = self.initial_b if started else old_b
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def extra_repr(self) -> str:
         return (

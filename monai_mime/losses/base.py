@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -20,6 +20,18 @@ from torch import nn
 from monai_mime.losses.sums import Activation, ClassSums, dense_sums, label_map_sums
 
 REDUCTIONS = ("mean", "sum", "none")
+
+
+class PreparedInput(NamedTuple):
+    """What :meth:`ClassSumLoss.prepare` hands to the sums: logits ``x`` ``(B, K, N)``; ``target`` the label map
+    ``(B, N)`` int64 in ``[0, K)`` if ``label_map``, else the dense target ``(B, K, N)``; ``valid`` ``(B, N)``
+    float32 0/1 or ``None`` (mask and ignore label); the activation to apply to ``x``."""
+
+    x: torch.Tensor
+    target: torch.Tensor
+    valid: torch.Tensor | None
+    activation: Activation
+    label_map: bool
 
 
 class ClassSumLoss(nn.Module):
@@ -91,12 +103,12 @@ class ClassSumLoss(nn.Module):
     # -- the sums ----------------------------------------------------------------------------------------------
     def _activation(self, num_channels: int) -> Activation:
         if self.softmax and num_channels == 1:
-            warnings.warn("single channel prediction, `softmax=True` ignored.", stacklevel=3)
+            warnings.warn("single channel prediction, `softmax=True` ignored.", stacklevel=4)
             return "none"
         return "softmax" if self.softmax else "sigmoid" if self.sigmoid else "none"
 
-    def class_sums(self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> ClassSums:
-        """``(I, P, G)`` of shape ``(B, K')`` in float32, background dropped when ``include_background=False``.
+    def prepare(self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> PreparedInput:
+        """The checks, activation choice, ignore label and mask applied: what the sums are taken over.
 
         Args:
             input: ``(B, K, *spatial)`` logits (probabilities when no activation is set).
@@ -122,36 +134,59 @@ class ClassSumLoss(nn.Module):
                 keep = labels != self.ignore_index
                 valid = keep.float() if valid is None else valid * keep
                 labels = labels.masked_fill(~keep, 0)
-            sums = label_map_sums(x, labels, valid, activation, self.squared)
-        else:
-            if self.ignore_index is not None:
-                raise ValueError("ignore_index needs a label-map target (to_onehot_y=True); pass a mask instead.")
-            sums = dense_sums(x, target.reshape(target.shape[0], target.shape[1], -1), valid, activation, self.squared)
+            return PreparedInput(x, labels, valid, activation, label_map=True)
+        if self.ignore_index is not None:
+            raise ValueError("ignore_index needs a label-map target (to_onehot_y=True); pass a mask instead.")
+        return PreparedInput(x, target.reshape(target.shape[0], target.shape[1], -1), valid, activation, False)
+
+    def select_classes(self, sums: ClassSums) -> ClassSums:
+        """The sums of all ``K`` channels checked for NaN/inf (with ``validate``), background dropped when
+        ``include_background=False``: the classes :meth:`formula` is taken over."""
         if self.validate and not (torch.isfinite(sums.prediction).all() and torch.isfinite(sums.ground_truth).all()):
             raise ValueError("input or target contains NaN or inf.")
         if not self.include_background:
-            if num_classes == 1:
-                warnings.warn("single channel prediction, `include_background=False` ignored.", stacklevel=2)
+            if sums.prediction.shape[1] == 1:
+                warnings.warn("single channel prediction, `include_background=False` ignored.", stacklevel=3)
             else:
                 sums = ClassSums(*(t[:, 1:] for t in sums))
         return sums
 
+    def class_sums(self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> ClassSums:
+        """``(I, P, G)`` of shape ``(B, K')`` in float32, background dropped when ``include_background=False``:
+        :meth:`prepare`, the sums of :mod:`monai_mime.losses.sums`, :meth:`select_classes` (shapes as in
+        :meth:`prepare`)."""
+        p = self.prepare(input, target, mask)
+        if p.label_map:
+            sums = label_map_sums(p.x, p.target, p.valid, p.activation, self.squared)
+        else:
+            sums = dense_sums(p.x, p.target, p.valid, p.activation, self.squared)
+        return self.select_classes(sums)
+
     # -- reduction ---------------------------------------------------------------------------------------------
     def loss_from_sums(self, sums: ClassSums, num_voxels: int | None = None) -> torch.Tensor:
-        """The loss from ``(I, P, G)``: sum over the batch if ``batch``, then :meth:`formula`, then the reduction.
+        """The loss from ``(I, P, G)``: :meth:`batched`, then :meth:`formula`, then :meth:`reduce`.
 
         ``num_voxels`` is the number of spatial voxels of one image of the input the sums were taken over
         (``forward`` passes it). The formulas of this module ignore it; a loss whose state is kept per voxel
         (:class:`~monai_mime.AdaptiveMimeLoss`) needs it to mean the same thing at every output scale. Adapters call
         this method with sums gathered across processes (nnU-Net's DDP batch dice) or computed by a fused compound.
         """
-        if self.batch:
-            sums = ClassSums(*(t.sum(0) for t in sums))
-        terms = self.formula(sums)
-        if self.per_class_terms:
-            weight = self.class_weights(terms.shape[-1], terms)
-            if weight is not None:
-                terms = terms * weight
+        return self.reduce(self.weighted(self.formula(self.batched(sums))))
+
+    def batched(self, sums: ClassSums) -> ClassSums:
+        """The sums over the batch, ``(K',)``, with ``batch``; unchanged otherwise."""
+        return ClassSums(*(t.sum(0) for t in sums)) if self.batch else sums
+
+    def weighted(self, terms: torch.Tensor) -> torch.Tensor:
+        """The per-(image, class) terms of :meth:`formula` times the class ``weight`` (:meth:`class_weights`, MONAI's
+        rule) for a loss whose terms are per class; unchanged without a weight or for a loss summed over classes."""
+        if not self.per_class_terms:
+            return terms
+        weight = self.class_weights(terms.shape[-1], terms)
+        return terms if weight is None else terms * weight
+
+    def reduce(self, terms: torch.Tensor) -> torch.Tensor:
+        """The per-(image, class) terms of :meth:`formula` reduced by ``reduction``."""
         if self.reduction == "mean":
             return terms.mean()
         if self.reduction == "sum":

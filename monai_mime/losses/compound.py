@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from monai_mime.losses.base import ClassSumLoss, as_class_weight
 from monai_mime.losses.ce import cross_entropy_term
 from monai_mime.losses.dice import GeneralizedSoftDiceLoss, SoftDiceLoss, VNetDiceLoss
 from monai_mime.losses.fused_ce import can_fuse, class_sums_and_cross_entropy
-from monai_mime.losses.mime import MimeLoss
+from monai_mime.losses.mime import MimeLoss, Weights
 
 if TYPE_CHECKING:
     from monai_mime.stats import ClassStatistics
@@ -148,39 +148,69 @@ def _weight_both_terms(loss: nn.Module, weight: Sequence[float] | np.ndarray | t
 
 
 class _NamedCompound(CompoundCELoss):
-    """:class:`CompoundCELoss` around ``loss_class(*args, **kwargs)``; the compound's own arguments are split off."""
+    """:class:`CompoundCELoss` around ``loss_class(**loss_kwargs)``: the compound's own arguments are explicit, the
+    others go to the loss."""
 
     loss_class: ClassVar[type[ClassSumLoss]]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        own, rest = split_compound_arguments(kwargs)
-        super().__init__(self.loss_class(*args, **rest), **own)
+    def __init__(
+        self,
+        *,
+        lambda_overlap: float = 1.0,
+        lambda_ce: float = 1.0,
+        lambda_dice: float | None = None,
+        weight: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
+        **loss_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            self.loss_class(**loss_kwargs),
+            lambda_overlap=lambda_overlap,
+            lambda_ce=lambda_ce,
+            lambda_dice=lambda_dice,
+            weight=weight,
+            label_smoothing=label_smoothing,
+        )
+
+
+_Compound = TypeVar("_Compound", bound="_MimeCompound")
 
 
 class _MimeCompound(_NamedCompound):
+    """A named compound around a Mime loss: ``a``, ``b`` as the loss's, or :meth:`from_statistics`."""
+
     loss_class: ClassVar[type[MimeLoss]]
 
+    def __init__(self, a: Weights, b: Weights, **kwargs: Any) -> None:
+        super().__init__(a=a, b=b, **kwargs)
+
     @classmethod
-    def from_statistics(cls, stats: ClassStatistics, **kwargs: Any) -> CompoundCELoss:
-        """The compound around ``loss_class.from_statistics(stats, **kwargs)`` (a/b from dataset statistics)."""
+    def from_statistics(cls: type[_Compound], stats: ClassStatistics, **kwargs: Any) -> _Compound:
+        """The compound around ``loss_class.from_statistics(stats, **loss_kwargs)`` (a/b from dataset statistics);
+        the compound's own arguments (:data:`COMPOUND_ARGUMENTS`) are split off ``kwargs``."""
         own, rest = split_compound_arguments(kwargs)
-        return CompoundCELoss(cls.loss_class.from_statistics(stats, **rest), **own)
+        compound = cls.__new__(cls)
+        CompoundCELoss.__init__(compound, cls.loss_class.from_statistics(stats, **rest), **own)
+        return compound
 
 
 class SoftDiceCELoss(_NamedCompound):
-    """:class:`~monai_mime.SoftDiceLoss` + cross-entropy; with MONAI's defaults ``monai.losses.DiceCELoss``."""
+    """:class:`~monai_mime.SoftDiceLoss` + cross-entropy; with MONAI's defaults ``monai.losses.DiceCELoss``.
+
+    ``SoftDiceCELoss(lambda_ce=1.0, ..., softmax=True, to_onehot_y=True, ...)``: the arguments of
+    :class:`CompoundCELoss` by keyword, the others :class:`~monai_mime.SoftDiceLoss`'s."""
 
     loss_class = SoftDiceLoss
 
 
 class VNetCELoss(_NamedCompound):
-    """:class:`~monai_mime.VNetDiceLoss` + cross-entropy."""
+    """:class:`~monai_mime.VNetDiceLoss` + cross-entropy (arguments as :class:`SoftDiceCELoss`)."""
 
     loss_class = VNetDiceLoss
 
 
 class GDLCELoss(_NamedCompound):
-    """:class:`~monai_mime.GeneralizedSoftDiceLoss` + cross-entropy."""
+    """:class:`~monai_mime.GeneralizedSoftDiceLoss` + cross-entropy (arguments as :class:`SoftDiceCELoss`)."""
 
     loss_class = GeneralizedSoftDiceLoss
 

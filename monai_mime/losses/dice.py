@@ -1,7 +1,7 @@
 """Soft Dice (Eq. 1), V-Net Dice (Eq. 5) and Generalized Dice (Eq. 4) as formulas over ``(I, P, G)``.
 
 Equation numbers refer to Kervadec & de Bruijne, "On the dice loss variants and sub-patching" (MIDL 2023), as
-collected in ``losses.md``. With every class present they agree with ``monai.losses.DiceLoss``,
+collected in ``docs/equations.md``. With every class present they agree with ``monai.losses.DiceLoss``,
 ``DiceLoss(squared_pred=True)`` and ``GeneralizedDiceLoss`` to float32 tolerance (tested); the one deliberate
 difference is documented on :class:`GeneralizedSoftDiceLoss`.
 """

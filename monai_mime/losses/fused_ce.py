@@ -13,8 +13,9 @@ and the sums from the same probabilities (:func:`~monai_mime.losses.sums.probabi
 gradient, divided by ``Σ v`` for the mean), in the same channel loop (:func:`~monai_mime.losses.sums.logit_gradient_`).
 Saved are the inputs and ``s[t_i, i]`` (one value per voxel), nothing the size of the logits.
 
-:func:`class_sums_and_cross_entropy` runs a :class:`~monai_mime.losses.base.ClassSumLoss`'s own ``class_sums``
-(its checks, ignore label, mask and background handling) with this Function in place of ``LabelMapSums``.
+:func:`class_sums_and_cross_entropy` composes a :class:`~monai_mime.losses.base.ClassSumLoss`'s own steps around this
+Function: :meth:`~monai_mime.losses.base.ClassSumLoss.prepare` (checks, activation, ignore label and mask), the fused
+sums in place of ``LabelMapSums``, then :meth:`~monai_mime.losses.base.ClassSumLoss.select_classes` (background).
 """
 
 from __future__ import annotations
@@ -25,10 +26,8 @@ import torch
 
 from monai_mime.losses.base import ClassSumLoss
 from monai_mime.losses.sums import (
-    Activation,
     ClassSums,
     accumulation_dtype,
-    label_map_sums_replaced,
     logit_gradient_,
     probability_sums,
     recomputed_probabilities,
@@ -153,18 +152,8 @@ def class_sums_and_cross_entropy(
     """
     if not can_fuse(loss, input, target):
         raise ValueError("the fused cross-entropy needs a label-map target and a softmax over several channels.")
-    results: list[torch.Tensor] = []
-
-    def sums_with_ce(
-        x: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor | None, activation: Activation, squared: bool
-    ) -> ClassSums:
-        intersection, prediction, ground_truth, ce = LabelMapSumsCE.apply(
-            x, labels, valid, squared, float(label_smoothing), reduction
-        )
-        results.append(ce)
-        return ClassSums(intersection, prediction, ground_truth)
-
-    with label_map_sums_replaced(sums_with_ce):
-        sums = loss.class_sums(input, target, mask)
-    (ce,) = results
-    return sums, ce
+    prepared = loss.prepare(input, target, mask)
+    intersection, prediction, ground_truth, ce = LabelMapSumsCE.apply(
+        prepared.x, prepared.target, prepared.valid, loss.squared, float(label_smoothing), reduction
+    )
+    return loss.select_classes(ClassSums(intersection, prediction, ground_truth)), ce

@@ -8,7 +8,7 @@ that imitates the two-valued gradient of the soft Dice loss (Eq. 2) without ever
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -20,7 +20,12 @@ if TYPE_CHECKING:
     from monai_mime.stats import ClassStatistics
 
 
-def _as_weight_vector(name: str, value: Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
+_Mime = TypeVar("_Mime", bound="MimeLoss")
+#: per-class weights as the constructors take them
+Weights = Sequence[float] | np.ndarray | torch.Tensor
+
+
+def _as_weight_vector(name: str, value: Weights) -> torch.Tensor:
     vector = torch.as_tensor(value, dtype=torch.float32).detach().clone()
     if vector.ndim != 1 or vector.numel() == 0:
         raise ValueError(
@@ -67,30 +72,32 @@ class MimeLoss(ClassSumLoss):
 
     a: torch.Tensor
     b: torch.Tensor
+    #: the buffer names the constructor's a/b are stored under
+    weight_buffers: tuple[str, str] = ("a", "b")
 
     def __init__(
         self,
-        a: Sequence[float] | np.ndarray | torch.Tensor,
-        b: Sequence[float] | np.ndarray | torch.Tensor,
+        a: Weights,
+        b: Weights,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         a_vector, b_vector = _as_weight_vector("a", a), _as_weight_vector("b", b)
         if a_vector.shape != b_vector.shape:
             raise ValueError(f"a and b must have the same length, got {a_vector.numel()} and {b_vector.numel()}.")
-        self.register_buffer("a", a_vector)
-        self.register_buffer("b", b_vector)
+        self.register_buffer(self.weight_buffers[0], a_vector)
+        self.register_buffer(self.weight_buffers[1], b_vector)
 
     @classmethod
     def from_statistics(
-        cls,
+        cls: type[_Mime],
         stats: ClassStatistics,
         mode: str | None = None,
         patch_size: Sequence[int] | None = None,
         include_background: bool = True,
         weight_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
-    ) -> MimeLoss:
+    ) -> _Mime:
         """Build the loss from dataset statistics: ``a, b = stats.weights(mode, patch_size, **weight_kwargs)``.
 
         ``mode=None`` takes the default of :meth:`ClassStatistics.weights`. The background entry is dropped when
@@ -105,13 +112,18 @@ class MimeLoss(ClassSumLoss):
         return cls(a, b, include_background=include_background, **kwargs)
 
     def formula(self, sums: ClassSums) -> torch.Tensor:
-        intersection, prediction, _ = sums
-        if intersection.shape[-1] != self.a.numel():
-            raise ValueError(
-                f"MimeLoss has a/b for {self.a.numel()} classes but the loss sees {intersection.shape[-1]} "
-                f"(include_background={self.include_background}); give a/b of that length."
-            )
-        return self.b * (prediction - intersection) - self.a * intersection
+        return mime_terms(sums, self.a, self.b, self.include_background)
 
     def extra_repr(self) -> str:
         return f"a={self.a.tolist()}, b={self.b.tolist()}, " + super().extra_repr()
+
+
+def mime_terms(sums: ClassSums, a: torch.Tensor, b: torch.Tensor, include_background: bool) -> torch.Tensor:
+    """Eq. 3 over the sums, per image and class: ``b_k (P_k − I_k) − a_k I_k``."""
+    intersection, prediction, _ = sums
+    if intersection.shape[-1] != a.numel():
+        raise ValueError(
+            f"MimeLoss has a/b for {a.numel()} classes but the loss sees {intersection.shape[-1]} "
+            f"(include_background={include_background}); give a/b of that length."
+        )
+    return b * (prediction - intersection) - a * intersection

@@ -1,6 +1,6 @@
 """Counting the voxels of each class in one label map: the kernel every statistics source runs per image.
 
-``G_k = Σ_i [t_i = k]`` (the ``G`` of every Dice-family loss, ``losses.md``), with the ignore label counted apart.
+``G_k = Σ_i [t_i = k]`` (the ``G`` of every Dice-family loss, ``docs/equations.md``), the ignore label counted apart.
 Up to :data:`_FAST_MAX_CLASSES` classes one comparison per class in cache-sized chunks (no int64 copy of the
 image); beyond it, or when stray values occur, one ``np.bincount``.
 """

@@ -1,89 +1,38 @@
 """Dataset-level class statistics and Mime's a/b weights (Eq. 3 of Kervadec & de Bruijne, MIDL 2023).
 
-Notation (``docs/losses.md``): ``N`` images, ``K`` classes, ``G_nk`` the number of voxels of class k in image n,
+Notation (``docs/equations.md``): ``N`` images, ``K`` classes, ``G_nk`` the number of voxels of class k in image n,
 ``|Ω_n|`` the number of counted (non-ignored) voxels of image n, ``Ḡ_k = mean_n G_nk`` and
 ``B̄_k = mean_n (|Ω_n| − G_nk)`` the mean foreground and background counts of class k per image. With a
 ``patch_size`` of ``p`` voxels, every image's counts are rescaled to a patch, ``G_nk · p / S_n`` with ``S_n`` the
 image's full size (counted + ignored voxels), so ``Ḡ_k`` and ``B̄_k`` become mean counts per patch.
 
-Weight modes (:data:`WEIGHT_MODES`, one function each; every mode has the threshold ``b_k / (a_k + b_k)`` above
-which the linear Mime loss prefers class k at a voxel):
-
-- ``"paper"``  Eq. 3 read literally: ``a_k = 1 / (N Σ_n G_nk) = 1 / (N² Ḡ_k)``, ``b_k = 1 / (N² B̄_k)``.
-- ``"mean"``   inverse mean count per image: ``a_k = 1 / Ḡ_k``, ``b_k = 1 / B̄_k`` — the natural reading of Eq. 3
-  (the literal one divides by ``N`` once more, which only rescales it). Its ratio ``a/b = B̄/Ḡ`` puts the decision
-  threshold at the foreground fraction (~1 % on ACDC): it over-segments, measured on ACDC and on the built-in data.
-- ``"dice"``   Eq. 2 at an operating point (prediction as large as the object, overlap ``r``, ``overlap=0.5``):
-  ``a_k = (2 − r) / (2 Ḡ_k)``, ``b_k = r / (2 Ḡ_k)``; threshold ``r / 2``.
-- ``"balance"`` (default, ``gamma=0.5``) a balance exponent ``γ`` on the Eq. 3 ratio with ``a_k = 1 / Ḡ_k`` fixed:
-  ``b_k = a_k (Ḡ_k / B̄_k)^γ``, i.e. ``a_k / b_k = (B̄_k / Ḡ_k)^γ``; γ = 1 is ``"mean"``, γ = 0 is ``a_k = b_k``.
-
-The default, ``"balance"`` with γ = 0.5 (the square root of the Eq. 3 ratio), was chosen by the ablation
-(``docs/explanation/which_ab.md``): as the starting point of :class:`monai_mime.AdaptiveMimeLoss` it gave the best
-mean Dice on the built-in rare-class data (2 seeds) and matched the best on ACDC's val split; as fixed weights it is
-the only mode that kept the rare class alive on the built-in data (it over-segments on ACDC, where ``"dice"`` does
-better).
+The weight modes (``"paper"``, ``"mean"``, ``"dice"``, ``"balance"``) are :mod:`monai_mime.stats.weight_modes`; the
+constructors from labels, folders, data dicts and nnU-Net datasets are :mod:`~monai_mime.stats.sources` and
+:mod:`~monai_mime.stats.nnunet_sources`.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from monai_mime.stats import nnunet_sources, sources
 from monai_mime.stats.cache import FORMAT, VERSION, CorruptStatisticsError, read_json_checked, write_json_atomic
 from monai_mime.stats.empty_share import EmptyShare
-from monai_mime.stats.nnunet_sources import NnUNetSourcesMixin
+from monai_mime.stats.readers import PathLike
+from monai_mime.stats.sources import CacheArg
+from monai_mime.stats.weight_modes import ABSENT_RULES, DEFAULT_MODE, WEIGHT_MODES, mode_parameters
 
 __all__ = ["ClassStatistics", "WEIGHT_MODES", "DEFAULT_MODE", "ABSENT_RULES"]
-
-Weights = tuple[np.ndarray, np.ndarray]
-
-
-# ------------------------------------------------------------------------------------------------ the weight modes
-def _paper(fg: np.ndarray, bg: np.ndarray, n: int) -> Weights:
-    """Literal Eq. 3: ``a_k = 1/(N Σ_n G_nk)``, ``b_k = 1/(N Σ_n (|Ω_n| − G_nk))`` (``Σ_n = N ×`` the mean)."""
-    return 1.0 / (n * n * fg), 1.0 / (n * n * bg)
-
-
-def _mean(fg: np.ndarray, bg: np.ndarray, n: int) -> Weights:
-    """Inverse mean counts: ``a_k = 1/Ḡ_k``, ``b_k = 1/B̄_k``."""
-    return 1.0 / fg, 1.0 / bg
-
-
-def _dice(fg: np.ndarray, bg: np.ndarray, n: int, overlap: float = 0.5) -> Weights:
-    """Eq. 2 with ``P = G``, ``I = rG``: ``a_k = (2 − r)/(2 Ḡ_k)``, ``b_k = r/(2 Ḡ_k)``."""
-    if not 0.0 < overlap <= 1.0:
-        raise ValueError(f"overlap must lie in (0, 1], got {overlap}")
-    return (2.0 - overlap) / (2.0 * fg), overlap / (2.0 * fg)
-
-
-def _balance(fg: np.ndarray, bg: np.ndarray, n: int, gamma: float = 0.5) -> Weights:
-    """``a_k = 1/Ḡ_k``, ``b_k = a_k (Ḡ_k / B̄_k)^γ``."""
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
-    a = 1.0 / fg
-    return a, a * (fg / bg) ** gamma
-
-
-#: mode name -> ``fn(fg, bg, n, **params) -> (a, b)`` with ``fg = Ḡ``, ``bg = B̄`` (length K) and ``n = N``.
-WEIGHT_MODES: dict[str, Callable[..., Weights]] = {"paper": _paper, "mean": _mean, "dice": _dice, "balance": _balance}
-#: Used when ``mode=None``.
-DEFAULT_MODE = "balance"
-#: What ``weights`` does for a class that never occurs (or that fills every counted voxel, for b):
-#: ``"error"`` raises a ValueError naming the class; ``"one_voxel"`` gives it the weights of a class with one
-#: voxel in the whole training set, i.e. a mean count of ``mean_n(scale_n) / N`` (``scale_n = 1`` without a
-#: patch size) -- large but finite.
-ABSENT_RULES = ("error", "one_voxel")
 
 
 # ---------------------------------------------------------------------------------------------- ClassStatistics
 @dataclass(eq=False, repr=False)
-class ClassStatistics(NnUNetSourcesMixin):
+class ClassStatistics:
     """Per-image voxel counts per class over a training set, and the Mime weights derived from them.
 
     Build with ``from_labels``, ``from_folder``, ``from_data_dicts``, ``from_nnunet_raw`` or
@@ -127,10 +76,102 @@ class ClassStatistics(NnUNetSourcesMixin):
         if len(self.class_names) != k:
             raise ValueError(f"{len(self.class_names)} class names for {k} classes")
 
+    # ------------------------------------------------------------------------------------------- constructors
     @classmethod
-    def _build(cls, counts: np.ndarray, **fields: Any) -> ClassStatistics:
-        """From label counts: every non-ignored voxel has exactly one class, so ``|Ω_n| = Σ_k G_nk``."""
-        return cls(counts=counts, voxels=np.asarray(counts).sum(axis=1), **fields)
+    def from_labels(
+        cls,
+        labels: Iterable[Any],
+        num_classes: int | None,
+        ignore_index: int | None = None,
+        case_ids: Sequence[str] | None = None,
+        progress: bool = False,
+    ) -> ClassStatistics:
+        """Statistics of label maps given as numpy arrays or torch tensors (any iterable, e.g. a generator).
+
+        Each element is one image (any shape; a batch counts as one image). ``num_classes=None`` infers K as the
+        largest label + 1. The fingerprint is a hash of the resulting counts (in-memory data are not cached).
+        """
+        return sources.from_labels(cls, labels, num_classes, ignore_index, case_ids, progress)
+
+    @classmethod
+    def from_folder(
+        cls,
+        path: PathLike,
+        num_classes: int | None = None,
+        ignore_index: int | None = None,
+        num_workers: int | None = None,
+        cache: CacheArg = True,
+        progress: bool = True,
+    ) -> ClassStatistics:
+        """Statistics of the label images in a folder (``.nii``/``.nii.gz`` via nibabel, ``.npy``, SimpleITK formats).
+
+        ``num_workers=None``: one process below 256 files, else up to 8 (``os.cpu_count()``). Case ids are the file
+        names without their ending. ``cache=True``: a file under :func:`~monai_mime.stats.cache.default_cache_dir`;
+        a path: that file; ``False``: none. The cache is keyed by the fingerprint of the files and options.
+        """
+        return sources.from_folder(cls, path, num_classes, ignore_index, num_workers, cache, progress)
+
+    @classmethod
+    def from_data_dicts(
+        cls,
+        data: Any,
+        label_key: str = "label",
+        num_classes: int | None = None,
+        ignore_index: int | None = None,
+        num_workers: int | None = None,
+        cache: CacheArg = True,
+        progress: bool = True,
+    ) -> ClassStatistics:
+        """Statistics of MONAI data dicts (``[{"image": ..., "label": path_or_array}, ...]``) or a MONAI ``Dataset``.
+
+        A list of dicts whose labels are all file paths is read with ``monai.transforms.LoadImage`` (in worker
+        processes, cached). A ``Dataset`` (anything with ``__getitem__`` and ``__len__`` that is not a list or
+        tuple) is indexed, so its transforms apply: count what the network sees (deterministic transforms such as
+        ``LoadImaged``/``Spacingd``; a patch sampler returning a list counts each patch as one image).
+        """
+        return sources.from_data_dicts(cls, data, label_key, num_classes, ignore_index, num_workers, cache, progress)
+
+    @classmethod
+    def from_nnunet_raw(
+        cls,
+        dataset_folder: PathLike,
+        num_classes: int | None = None,
+        ignore_index: int | None = None,
+        cases: Sequence[str] | None = None,
+        num_workers: int | None = None,
+        cache: CacheArg = True,
+        progress: bool = True,
+    ) -> ClassStatistics:
+        """Statistics of an nnU-Net v2 raw dataset (``dataset.json`` + ``labelsTr``), all cases or ``cases``.
+
+        K and the ignore label come from ``dataset.json`` (a label named ``"ignore"``, the highest value, as in
+        nnU-Net); passing different values is an error. Does not need nnunetv2.
+        """
+        return nnunet_sources.from_nnunet_raw(
+            cls, dataset_folder, num_classes, ignore_index, cases, num_workers, cache, progress
+        )
+
+    @classmethod
+    def from_nnunet_preprocessed(
+        cls,
+        preprocessed_dataset_folder: PathLike,
+        configuration: str | None = None,
+        fold: int | str = 0,
+        plans_identifier: str = "nnUNetPlans",
+        num_workers: int | None = None,
+        cache: CacheArg = True,
+        progress: bool = True,
+    ) -> ClassStatistics:
+        """Statistics of the training cases of one fold of an nnU-Net v2 preprocessed dataset.
+
+        Counts the segmentations nnU-Net trains on (resampled and cropped), read with nnU-Net's own dataset class;
+        the cases are those ``nnUNetTrainer.do_split`` picks (``fold="all"`` is every case). -1 (background outside
+        the crop mask) counts as background 0, as in nnU-Net's training pipeline. ``configuration=None``: the first
+        of "3d_fullres", "2d", "3d_lowres" that is planned and preprocessed.
+        """
+        return nnunet_sources.from_nnunet_preprocessed(
+            cls, preprocessed_dataset_folder, configuration, fold, plans_identifier, num_workers, cache, progress
+        )
 
     def __repr__(self) -> str:
         return (
@@ -216,8 +257,8 @@ class ClassStatistics(NnUNetSourcesMixin):
         ``2/G`` (Eq. 2 with ``I = P = 0``) of an image (or patch) of average class size, independent of N. The
         literal Eq. 3 (``"paper"``) is divided by N² more, which on a real dataset puts the gradients far below
         Adam's ``eps`` (1e-8) and slows learning. Ratio: ``"mean"`` keeps Eq. 3's ``a_k/b_k = B̄_k/Ḡ_k``, whose
-        threshold ``b/(a+b)`` is the class's voxel fraction (about 1 % on ACDC) and over-segments; the default,
-        ``"balance"`` with γ = 0.5, takes its square root (chosen by the ablation, ``docs/explanation/which_ab.md``).
+        threshold ``b/(a+b)`` is the class's voxel fraction; the default, ``"balance"`` with γ = 0.5, takes its
+        square root (chosen by the ablation, ``docs/explanation/which_ab.md``).
 
         Args:
             mode: a key of :data:`WEIGHT_MODES`; None means :data:`DEFAULT_MODE`.
@@ -234,7 +275,7 @@ class ClassStatistics(NnUNetSourcesMixin):
         if mode not in WEIGHT_MODES:
             raise ValueError(f"unknown weight mode {mode!r}; choose one of {', '.join(WEIGHT_MODES)}")
         fn = WEIGHT_MODES[mode]
-        accepted = list(inspect.signature(fn).parameters)[3:]
+        accepted = mode_parameters(mode)
         unknown = sorted(set(params) - set(accepted))
         if unknown:
             raise TypeError(f"weight mode {mode!r} takes {accepted or 'no parameters'}, not {unknown}")

@@ -1,40 +1,6 @@
-"""Per-class Dice and HD95 with the conventions of Kervadec & de Bruijne (MIDL 2023).
+"""Dice, HD95 and predicted / true volumes per class of one case, with the paper's conventions for empty masks.
 
-MONAI's :func:`monai.metrics.compute_dice` and :func:`monai.metrics.compute_hausdorff_distance` do the
-work on the ordinary case (both masks non-empty); this module only fixes the empty cases, which MONAI
-reports as NaN (or not at all), so that a segmentation that *misses* a class is penalised instead of
-silently dropped from the average:
-
-=========================================  ==========================  =========================
-case (per image and class)                 Dice                        HD95
-=========================================  ==========================  =========================
-something to predict, something predicted  MONAI ``compute_dice``      MONAI 95th-percentile HD
-something to predict, nothing predicted    0                           image diagonal (physical)
-nothing to predict, something predicted    0                           image diagonal (physical)
-nothing to predict, nothing predicted      1 (or excluded)             0
-=========================================  ==========================  =========================
-
-The *image diagonal* is ``sqrt(sum_d (n_d * spacing_d)^2)`` for an image of ``n_d`` voxels along axis
-``d``: the largest distance two points of the image's extent can have, in the units of ``spacing``
-(millimetres for medical images), i.e. the worst HD95 a prediction could get.
-
-Dice on a pair of binary masks is ``2|P ∩ G| / (|P| + |G|)`` (Eq. 1 of the paper with hard masks).
-HD95 is the symmetric 95th-percentile Hausdorff distance between the mask surfaces (MONAI's
-``percentile=95``, Euclidean, spacing-aware).
-
-Inputs are integer label maps (numpy arrays or torch tensors) of shape ``spatial`` or
-``(1, *spatial)``; ``num_classes`` counts the background (class 0). All functions return numpy arrays
-of length ``num_classes - 1`` (foreground classes ``1..K-1``; entry ``j`` is class ``j + 1``) or
-``num_classes`` when ``include_background=True``.
-
-Example:
-    >>> import numpy as np
-    >>> gt = np.zeros((8, 8), dtype=np.uint8); gt[2:5, 2:5] = 1
-    >>> pred = gt.copy()
-    >>> dice_per_class(pred, gt, num_classes=3)  # class 2 is absent from both
-    array([1., 1.])
-    >>> hd95_per_class(np.zeros_like(gt), gt, num_classes=3, spacing=(1.0, 2.0))  # class 1 missed
-    array([17.88854382,  0.        ])
+The conventions (what a missed or a spurious class scores) are in the docstring of :mod:`monai_mime.metrics`.
 """
 
 from __future__ import annotations
@@ -42,17 +8,17 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
 
 __all__ = [
-    "CaseMetrics",
-    "MetricAccumulator",
+    "ArrayLike",
+    "Spacing",
+    "check_pair",
+    "count_ratio",
     "dice_per_class",
-    "evaluate_case",
     "hd95_per_class",
     "image_diagonal",
     "volume_counts",
@@ -86,7 +52,7 @@ def _label_map(x: ArrayLike, name: str) -> torch.Tensor:
     return t.to(torch.int64)
 
 
-def _check_pair(pred: ArrayLike, gt: ArrayLike, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def check_pair(pred: ArrayLike, gt: ArrayLike, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     p, g = _label_map(pred, "pred"), _label_map(gt, "gt")
@@ -171,7 +137,7 @@ def dice_per_class(
 
     if both_empty not in ("one", "exclude"):
         raise ValueError(f"both_empty must be 'one' or 'exclude', got {both_empty!r}")
-    p, g = _check_pair(pred, gt, num_classes)
+    p, g = check_pair(pred, gt, num_classes)
     d = compute_dice(_onehot(p, num_classes), _onehot(g, num_classes), include_background=True, ignore_empty=False)
     out = d[0].double().numpy()[_first(include_background) :]
     if both_empty == "exclude":
@@ -210,7 +176,7 @@ def hd95_per_class(
         import scipy.ndimage  # noqa: F401 - MONAI's surface distances need it on the CPU
     except ImportError:
         raise ImportError("hd95_per_class needs scipy: pip install scipy (or monai-mime[examples])") from None
-    p, g = _check_pair(pred, gt, num_classes)
+    p, g = check_pair(pred, gt, num_classes)
     sp = _spacing(spacing, p.ndim)
     classes = list(range(_first(include_background), num_classes))
     pc, gc = volume_counts(p, g, num_classes, include_background=True)
@@ -238,7 +204,7 @@ def volume_counts(
     pred: ArrayLike, gt: ArrayLike, num_classes: int, include_background: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Voxel counts per class of ``pred`` and ``gt`` (int64 arrays of length ``K - 1``, or ``K``)."""
-    p, g = _check_pair(pred, gt, num_classes)
+    p, g = check_pair(pred, gt, num_classes)
     pc = torch.bincount(p.reshape(-1), minlength=num_classes).numpy().astype(np.int64)
     gc = torch.bincount(g.reshape(-1), minlength=num_classes).numpy().astype(np.int64)
     f = _first(include_background)
@@ -269,142 +235,12 @@ def volume_ratio_per_class(
         pc, gc = volume_counts(p, g, num_classes, include_background=include_background)
         ps += pc
         gs += gc
-    return _ratio(ps, gs)
+    return count_ratio(ps, gs)
 
 
-def _ratio(ps: np.ndarray, gs: np.ndarray) -> np.ndarray:
+def count_ratio(ps: np.ndarray, gs: np.ndarray) -> np.ndarray:
+    """``ps / gs`` per class: 1 where both are 0, inf where only ``gs`` is 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
         r = ps.astype(np.float64) / gs.astype(np.float64)
     r[(gs == 0) & (ps == 0)] = 1.0
     return r
-
-
-# ----------------------------------------------------------------------------------------------------
-# one case, many cases
-# ----------------------------------------------------------------------------------------------------
-@dataclass
-class CaseMetrics:
-    """All metrics of one case (arrays over the reported classes, see :func:`evaluate_case`)."""
-
-    dice: np.ndarray
-    hd95: np.ndarray
-    pred_counts: np.ndarray
-    gt_counts: np.ndarray
-    case_id: str | None = None
-
-    @property
-    def both_empty(self) -> np.ndarray:
-        """True for classes absent from both the prediction and the ground truth."""
-        return (self.pred_counts == 0) & (self.gt_counts == 0)
-
-    def to_dict(self) -> dict:
-        return {
-            "case_id": self.case_id,
-            "dice": self.dice.tolist(),
-            "hd95": self.hd95.tolist(),
-            "pred_counts": self.pred_counts.tolist(),
-            "gt_counts": self.gt_counts.tolist(),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> CaseMetrics:
-        return cls(
-            dice=np.asarray(d["dice"], dtype=np.float64),
-            hd95=np.asarray(d["hd95"], dtype=np.float64),
-            pred_counts=np.asarray(d["pred_counts"], dtype=np.int64),
-            gt_counts=np.asarray(d["gt_counts"], dtype=np.int64),
-            case_id=d.get("case_id"),
-        )
-
-
-def evaluate_case(
-    pred: ArrayLike,
-    gt: ArrayLike,
-    num_classes: int,
-    spacing: Spacing = None,
-    include_background: bool = False,
-    case_id: str | None = None,
-) -> CaseMetrics:
-    """Dice, HD95 and voxel counts per class of one case (paper conventions, see the module docstring)."""
-    p, g = _check_pair(pred, gt, num_classes)
-    pc, gc = volume_counts(p, g, num_classes, include_background=include_background)
-    return CaseMetrics(
-        dice=np.asarray(dice_per_class(p, g, num_classes, include_background=include_background)),
-        hd95=hd95_per_class(p, g, num_classes, spacing=spacing, include_background=include_background),
-        pred_counts=pc,
-        gt_counts=gc,
-        case_id=case_id,
-    )
-
-
-@dataclass
-class MetricAccumulator:
-    """Collects :class:`CaseMetrics` over a held-out set and summarises them per class.
-
-    ``exclude_both_empty=True`` leaves a case out of a class's Dice / HD95 mean and std when that class is
-    absent from both its prediction and its ground truth (instead of counting Dice 1 and HD95 0).
-
-    Examples:
-        >>> acc = MetricAccumulator(class_names=["a", "b"])
-        >>> gt = np.array([[0, 1], [1, 0]])
-        >>> acc.add(evaluate_case(gt, gt, num_classes=3))
-        >>> acc.summary()["per_class"]["a"]["dice_mean"]
-        1.0
-    """
-
-    class_names: list[str]
-    exclude_both_empty: bool = False
-    cases: list[CaseMetrics] = field(default_factory=list)
-
-    def add(self, case: CaseMetrics) -> None:
-        if len(case.dice) != len(self.class_names):
-            raise ValueError(f"case has {len(case.dice)} classes, expected {len(self.class_names)}")
-        self.cases.append(case)
-
-    def extend(self, cases: Iterable[CaseMetrics]) -> None:
-        for c in cases:
-            self.add(c)
-
-    def _stack(self, attr: str) -> np.ma.MaskedArray:
-        values = np.stack([getattr(c, attr) for c in self.cases]).astype(np.float64)
-        mask = np.zeros_like(values, dtype=bool)
-        if self.exclude_both_empty:
-            mask = np.stack([c.both_empty for c in self.cases])
-        return np.ma.masked_array(values, mask=mask)
-
-    def summary(self) -> dict:
-        """Per class: Dice and HD95 mean / std over cases (population std), the number of cases that
-        entered them, the number of cases containing the class, and the set-level volume ratio
-        (:func:`volume_ratio_per_class`); plus ``mean`` over classes of the per-class means."""
-        if not self.cases:
-            raise ValueError("no case was added")
-        dice, hd = self._stack("dice"), self._stack("hd95")
-        ps = np.sum([c.pred_counts for c in self.cases], axis=0)
-        gs = np.sum([c.gt_counts for c in self.cases], axis=0)
-        ratio = _ratio(ps, gs)
-        per_class = {}
-        for k, name in enumerate(self.class_names):
-            n = int(dice[:, k].count())
-            per_class[name] = {
-                "dice_mean": _f(dice[:, k].mean()) if n else None,
-                "dice_std": _f(dice[:, k].std()) if n else None,
-                "hd95_mean": _f(hd[:, k].mean()) if n else None,
-                "hd95_std": _f(hd[:, k].std()) if n else None,
-                "volume_ratio": float(ratio[k]),
-                "num_cases": n,
-                "num_cases_present": int(np.sum([c.gt_counts[k] > 0 for c in self.cases])),
-            }
-        dm = [v["dice_mean"] for v in per_class.values() if v["dice_mean"] is not None]
-        hm = [v["hd95_mean"] for v in per_class.values() if v["hd95_mean"] is not None]
-        return {
-            "per_class": per_class,
-            "mean": {
-                "dice": float(np.mean(dm)) if dm else None,
-                "hd95": float(np.mean(hm)) if hm else None,
-            },
-            "num_cases": len(self.cases),
-        }
-
-
-def _f(x: object) -> float:
-    return float(x)  # type: ignore[arg-type]
