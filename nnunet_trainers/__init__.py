@@ -6,10 +6,11 @@ Setup (one line): ``export nnUNet_extTrainer=$(monai-mime nnunet-path)``, then
 
 Submodules: :mod:`~nnunet_trainers.discovery` (the folder for ``nnUNet_extTrainer``; imports nothing from nnU-Net),
 :mod:`~nnunet_trainers.losses` (loss adapters: deep supervision, ignore label, regions, DDP batch dice),
-:mod:`~nnunet_trainers.mixins` (the loss mixins), :mod:`~nnunet_trainers.class_weights` (Mime's starting a/b from the
-fold), :mod:`~nnunet_trainers.checkpoint` (the checkpoint entry), :mod:`~nnunet_trainers.trainers` (the trainers),
-:mod:`~nnunet_trainers.label_check` (out-of-range labels named with their case), :mod:`~nnunet_trainers.seeding` (``MONAI_MIME_SEED``), :mod:`~nnunet_trainers.budget` (the ``*_CPUBudget``
-variants) and :mod:`~nnunet_trainers.cpu_plans` (the ``2d_cpu128`` / ``2d_cpu64`` configurations; no nnU-Net import).
+:mod:`~nnunet_trainers.mixins` (the loss mixin), :mod:`~nnunet_trainers.class_weights` (Mime's starting a/b from
+the fold), :mod:`~nnunet_trainers.checkpoint` (the checkpoint entry), :mod:`~nnunet_trainers.trainers` (the
+trainers), :mod:`~nnunet_trainers.label_check` (out-of-range labels named with their case),
+:mod:`~nnunet_trainers.seeding` (``MONAI_MIME_SEED``), :mod:`~nnunet_trainers.budget` (the ``*_CPUBudget`` variants)
+and :mod:`~nnunet_trainers.cpu_plans` (the ``2d_cpu128`` / ``2d_cpu64`` configurations; no nnU-Net import).
 The trainer names below are imported lazily, so that ``import nnunet_trainers`` does not import nnU-Net.
 """
 

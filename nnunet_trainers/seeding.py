@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 __all__ = ["ENV_SEED", "SeedMixin", "derived_seed", "resolve_seed", "seed_everything"]

@@ -78,9 +78,9 @@ class AdaptiveMimeLoss(MimeLoss):
     Limitation: a class present in few training patches is learned from above: an untrained network predicts it on
     about ``1/K`` of every voxel, the averages take that in within a few steps, and Eq. 2 then asks only that the
     prediction shrink. Where the network instead settles with the class confidently over-predicted, the loss, linear
-    in the probabilities, has no gradient left there; adding cross-entropy (``"mime_adaptive+ce"``) gives one, and is the
-    setting to use at small patches where a class is absent from most of them. The
-    measurements are in ``docs/results/sweep.md`` and ``docs/results/dice_ce.md``.
+    in the probabilities, has no gradient left there; adding cross-entropy (``"mime_adaptive+ce"``) gives one, and is
+    the setting to use at small patches where a class is absent from most of them. The measurements are in
+    ``docs/results/sweep.md`` and ``docs/results/dice_ce.md``.
     """
 
     initial_a: torch.Tensor

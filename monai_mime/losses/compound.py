@@ -68,7 +68,7 @@ class CompoundCELoss(nn.Module):
         lambda_overlap: float = 1.0,
         lambda_ce: float = 1.0,
         lambda_dice: float | None = None,
-        weight: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        weight: Sequence[float] | float | np.ndarray | torch.Tensor | None = None,
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
@@ -131,7 +131,7 @@ class CompoundCELoss(nn.Module):
         )
 
 
-def _weight_both_terms(loss: nn.Module, weight: Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
+def _weight_both_terms(loss: nn.Module, weight: Sequence[float] | float | np.ndarray | torch.Tensor) -> torch.Tensor:
     """``weight`` checked as one value per class; ``loss``'s own weight set from it (MONAI's ``DiceCELoss`` rule)."""
     class_weight = as_class_weight(weight)
     if class_weight.ndim != 1:
@@ -159,7 +159,7 @@ class _NamedCompound(CompoundCELoss):
         lambda_overlap: float = 1.0,
         lambda_ce: float = 1.0,
         lambda_dice: float | None = None,
-        weight: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        weight: Sequence[float] | float | np.ndarray | torch.Tensor | None = None,
         label_smoothing: float = 0.0,
         **loss_kwargs: Any,
     ) -> None:
