@@ -3,7 +3,9 @@
 ``nnUNetv2_plan_and_preprocess -c 2d`` on a tiny generated dataset → ``monai-mime nnunet-cpu-plans`` (writes
 ``2d_cpu128`` / ``2d_cpu64`` into the plans) → ``nnUNetv2_train ... 2d_cpu64`` with a two-epoch subclass of
 ``nnUNetTrainer_CPUBudget`` (nnU-Net's own loss), which trains and runs nnU-Net's final validation; two runs with
-``MONAI_MIME_SEED=0`` log identical training losses, a run with seed 1 other ones.
+``MONAI_MIME_SEED=0`` log identical training losses, a run with seed 1 other ones. Then
+``examples/nnunet/gradient_scale.py`` on the same plans: every trainer starts from the same network and sees the same
+batches, so the cross-entropy term's gradient is the same for nnU-Net's Dice + CE and for Mime + CE.
 """
 
 from __future__ import annotations
@@ -94,3 +96,13 @@ def test_cpu_configuration_and_seeded_budget_trainer(tmp_path: Path) -> None:
     assert _train(env, tmp_path / "results_b", seed=0) == first
     other = _train(env, tmp_path / "results_c", seed=1)
     assert other[0] != first[0]
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "nnunet" / "gradient_scale.py"
+    trainers = ["nnUNetTrainer_CPUBudget", "nnUNetTrainerMimeCE_CPUBudget", "nnUNetTrainerMime_CPUBudget"]
+    command = [sys.executable, str(script), "--dataset", str(DATASET_ID), "--configuration", CONFIGURATION]
+    printed = _run([*command, "--batches", "2", "--trainers", *trainers], env).stdout
+    rows = {line.split("`")[1]: line.split("|")[2:7] for line in printed.splitlines() if line.startswith("| `")}
+    default, mime_ce, mime = ([float(x) for x in rows[t]] for t in trainers)  # loss, total, overlap, CE, ratio
+    assert default[3] == pytest.approx(mime_ce[3], rel=1e-3) and default[3] > 0  # same network, same batches
+    assert mime[3] == 0 and mime[1] == mime[2] == pytest.approx(mime_ce[2], rel=1e-3)
+    assert default[4] == 1 and mime_ce[4] == pytest.approx(mime_ce[1] / default[1], rel=2e-3)
