@@ -114,7 +114,6 @@ def test_user_mixin_trainer_from_the_example_is_found_and_builds_its_loss(nnunet
         ("nnUNetTrainerMimeCE_250epochs", AdaptiveMimeLoss, True, DEFAULT_MODE, 250),
         ("nnUNetTrainerGDLCE_250epochs", GeneralizedSoftDiceLoss, True, None, 250),
         ("nnUNetTrainerMimeDiceWeights_250epochs", AdaptiveMimeLoss, False, "dice", 250),
-        ("nnUNetTrainerMimeCE_CPUDemo", AdaptiveMimeLoss, True, DEFAULT_MODE, 5),
     ):
         cls = recursive_find_trainer_class_by_name(name)
         trainer = make_trainer(cls)
@@ -123,9 +122,6 @@ def test_user_mixin_trainer_from_the_example_is_found_and_builds_its_loss(nnunet
         adapter = inner_adapter(trainer.loss)
         assert type(adapter.loss) is loss_cls and (adapter.ce is not None) == with_ce
         assert trainer.mime_checkpoint_state().get("weight_mode") == mode
-    demo = make_trainer(recursive_find_trainer_class_by_name("nnUNetTrainerMime_CPUDemo"))
-    demo.initialize()
-    assert demo.num_iterations_per_epoch == 50 and demo.batch_size == 2  # min(plans' batch size 2, 4)
 
 
 # -- DDP: a/b computed on rank 0 and broadcast -------------------------------------------------------------------------

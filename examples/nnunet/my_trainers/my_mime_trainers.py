@@ -9,13 +9,11 @@ nnU-Net imports every file of this folder as a top-level module: use absolute im
 neither nnU-Net nor monai-mime ships.
 """
 
-import torch
 from nnunetv2.training.nnUNetTrainer.variants.training_length.nnUNetTrainer_Xepochs import (
-    nnUNetTrainer_5epochs,
     nnUNetTrainer_250epochs,
 )
 
-from nnunet_trainers.mixins import GDLCELossMixin, MimeCELossMixin, MimeFixedLossMixin, MimeLossMixin
+from nnunet_trainers.mixins import GDLCELossMixin, MimeCELossMixin, MimeLossMixin
 
 
 class nnUNetTrainerMime_250epochs(MimeLossMixin, nnUNetTrainer_250epochs):
@@ -39,38 +37,3 @@ class nnUNetTrainerMimeDiceWeights_250epochs(MimeLossMixin, nnUNetTrainer_250epo
 
     mime_weight_mode = "dice"
     mime_weight_kwargs = {"overlap": 0.5}
-
-
-class nnUNetTrainerDefault_CPUDemo(nnUNetTrainer_5epochs):
-    """A short CPU budget with nnU-Net's own loss (Dice + CE), the baseline of the demos below: 5 epochs of 50
-    iterations, batch size at most 4, one torch thread. Run with ``-device cpu`` and ``nnUNet_n_proc_DA=0``."""
-
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),  # noqa: B008 -- nnU-Net's signature
-    ):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_iterations_per_epoch = 50
-        self.num_val_iterations_per_epoch = 10
-        if self.device.type == "cpu":
-            torch.set_num_threads(1)
-
-    def _set_batch_size_and_oversample(self) -> None:
-        super()._set_batch_size_and_oversample()
-        self.batch_size: int = min(int(self.batch_size), 4)
-
-
-class nnUNetTrainerMime_CPUDemo(MimeLossMixin, nnUNetTrainerDefault_CPUDemo):
-    """The same budget with the adaptive Mime: a mixin on top of a trainer variant of your own."""
-
-
-class nnUNetTrainerMimeFixed_CPUDemo(MimeFixedLossMixin, nnUNetTrainerDefault_CPUDemo):
-    """The same budget with the paper's fixed-weight Mime."""
-
-
-class nnUNetTrainerMimeCE_CPUDemo(MimeCELossMixin, nnUNetTrainerDefault_CPUDemo):
-    """The same budget with the adaptive Mime + cross-entropy."""
