@@ -10,9 +10,9 @@ finished run (``validation/summary.json`` present) is skipped, so a batch can sp
 ``report`` reads every run's ``validation/summary.json`` (nnU-Net's own final validation) and the training log
 stored in its checkpoint (``checkpoint["logging"]``: loss and pseudo Dice per epoch) and writes
 
-* a Markdown table per configuration: per-class Dice, mean ± standard deviation over seeds, the paired difference
-  of the mean Dice against nnU-Net's default trainer (same configuration, same seed), and one row per run with its
-  wall time;
+* a Markdown table per configuration: per-class Dice, mean ± population standard deviation over seeds, the paired
+  difference of the mean Dice against nnU-Net's default trainer (same configuration, same seed; mean ± SD and every
+  seed's), and one row per run with its wall time;
 * a figure of the training curves: pseudo Dice (nnU-Net's per-epoch foreground mean) and training loss per epoch,
   one colour per trainer, one thin line per seed (each loss on its own scale: nnU-Net's Dice + CE runs from about
   1 towards -1, Mime's from about 0).
@@ -170,7 +170,7 @@ def collect(results: Path, dataset: str, runs: list[Run]) -> list[RunResult]:
 
 
 def _mean_sd(values: list[float]) -> str:
-    sd = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
+    sd = f" ± {np.std(values):.3f}" if len(values) > 1 else ""  # population SD, as the sweep's tables
     return f"{np.mean(values):.3f}{sd}"
 
 
@@ -183,7 +183,8 @@ def tables(results: list[RunResult]) -> str:
         classes = list(rows[0].dice)
         default = {r.run.seed: r.mean_dice for r in rows if r.run.trainer == DEFAULT}
         lines += [
-            f"**{configuration}** (mean ± SD over seeds; difference: trainer − {DEFAULT}, same seed)",
+            f"**{configuration}** (mean ± population SD over seeds; paired difference of the mean Dice: trainer − "
+            f"{DEFAULT} at the same seed, mean ± SD, then per seed)",
             "",
             f"| trainer | seeds | {' | '.join(classes)} | mean Dice | paired difference |",
             "|---|---|" + "---:|" * (len(classes) + 2),
@@ -191,7 +192,8 @@ def tables(results: list[RunResult]) -> str:
         for trainer in dict.fromkeys(r.run.trainer for r in rows):
             own = [r for r in rows if r.run.trainer == trainer]
             diffs = [r.mean_dice - default[r.run.seed] for r in own if r.run.seed in default]
-            paired = "—" if trainer == DEFAULT or not diffs else f"{_mean_sd(diffs)} ({len(diffs)})"
+            per_seed = ", ".join(f"{d:+.3f}" for d in diffs)
+            paired = "—" if trainer == DEFAULT or not diffs else f"{_mean_sd(diffs)} ({per_seed})"
             per_class = " | ".join(_mean_sd([r.dice[c] for r in own]) for c in classes)
             seeds = ",".join(str(r.run.seed) for r in own)
             lines.append(f"| `{trainer}` | {seeds} | {per_class} | {_mean_sd([r.mean_dice for r in own])} | {paired} |")
