@@ -40,13 +40,13 @@ from typing import Any
 import numpy as np
 
 DEFAULT = "nnUNetTrainer_CPUBudget"
-#: The issue's comparison: (configuration, trainer, seeds).
+#: The comparison of the nnU-Net results (configuration, trainer, seeds).
 PLAN: list[tuple[str, str, tuple[int, ...]]] = [
     ("2d_cpu128", DEFAULT, (0, 1, 2)),
     ("2d_cpu128", "nnUNetTrainerMimeCE_CPUBudget", (0, 1, 2)),
     ("2d_cpu128", "nnUNetTrainerMime_CPUBudget", (0, 1)),
-    ("2d_cpu64", DEFAULT, (0, 1)),
-    ("2d_cpu64", "nnUNetTrainerMimeCE_CPUBudget", (0, 1)),
+    ("2d_cpu64", DEFAULT, (0, 1, 2)),
+    ("2d_cpu64", "nnUNetTrainerMimeCE_CPUBudget", (0, 1, 2)),
 ]
 #: Added with --with-fixed-ce.
 FIXED_CE = ("2d_cpu128", "nnUNetTrainerMimeFixedCE_CPUBudget", (0, 1))
