@@ -251,7 +251,8 @@ def command_report(args: argparse.Namespace) -> int:
     print(text)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text(text)
+        title = f"# nnU-Net trainers at a CPU budget: {dataset}, fold 0\n\nWritten by `compare.py report`.\n\n"
+        args.out.with_suffix(".md").write_text(title + text)
         plot_curves(results, args.out.with_suffix(".png"))
         print(f"wrote {args.out.with_suffix('.md')} and {args.out.with_suffix('.png')}")
     return 0
