@@ -11,7 +11,9 @@ of 2D slices (the last axis, as nnU-Net's 2d configurations slice NIfTI volumes)
 Usage (results laid out by ``compare.py``: ``RESULTS/seed<S>/DATASET/TRAINER__PLANS__CONFIGURATION/fold_0``)::
 
     python examples/nnunet/false_positives.py --results /path/to/results --runs \\
-        2d_cpu128:nnUNetTrainer_CPUBudget:0 2d_cpu128:nnUNetTrainerMime_CPUBudget:0
+        2d_cpu128:nnUNetTrainer_CPUBudget:0 2d_cpu128:nnUNetTrainerMime_CPUBudget:0,1
+
+The runs are given and found as in ``compare.py`` (``CONFIGURATION:TRAINER:SEED[,SEED...]``, ``Run.folder``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import dataset_folder_name, parse_runs  # noqa: E402
+
 
 @dataclass
 class FalsePositives:
@@ -37,10 +42,14 @@ class FalsePositives:
     empty_slices_hit: np.ndarray  # slices without the class that get some of it
     empty_slices: np.ndarray  # slices without the class
 
+    @classmethod
+    def zeros(cls, classes: int) -> FalsePositives:
+        return cls(*(np.zeros(classes, dtype=np.int64) for _ in range(5)))
+
 
 def count_false_positives(prediction: np.ndarray, reference: np.ndarray, classes: int, near: float) -> FalsePositives:
     """Counts of one volume (label maps of equal shape, slices along the last axis; labels 1..classes-1)."""
-    counts = FalsePositives(*(np.zeros(classes, dtype=np.int64) for _ in range(5)))
+    counts = FalsePositives.zeros(classes)
     for z in range(reference.shape[-1]):
         ref, pred = reference[..., z], prediction[..., z]
         foreground = ref > 0
@@ -67,7 +76,7 @@ def _label_map(path: Path) -> np.ndarray:
 
 def run_counts(validation: Path, references: Path, classes: int, near: float) -> FalsePositives:
     """The sums over every case of one run's validation folder."""
-    total = FalsePositives(*(np.zeros(classes, dtype=np.int64) for _ in range(5)))
+    total = FalsePositives.zeros(classes)
     cases = sorted(validation.glob("*.nii.gz"))
     if not cases:
         raise SystemExit(f"no predictions (*.nii.gz) in {validation}")
@@ -82,12 +91,13 @@ def run_counts(validation: Path, references: Path, classes: int, near: float) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, required=True, help="results root with seed<S> folders")
-    parser.add_argument("--dataset", default="Dataset027_ACDC")
+    parser.add_argument("--dataset", default="27", help="dataset id or name (default %(default)s)")
     parser.add_argument("--classes", type=int, default=4, help="label values 0..classes-1 (default %(default)s)")
     parser.add_argument("--near", type=float, default=3.0, help="pixels from the foreground (default %(default)s)")
-    parser.add_argument("--runs", nargs="+", required=True, metavar="C:T:S", help="CONFIGURATION:TRAINER:SEED")
+    parser.add_argument("--runs", nargs="+", required=True, metavar="C:T:S", help="CONFIGURATION:TRAINER:SEED,SEED")
     args = parser.parse_args(argv)
-    references = Path(os.environ.get("nnUNet_preprocessed", ".")) / args.dataset / "gt_segmentations"
+    dataset = dataset_folder_name(args.dataset)
+    references = Path(os.environ.get("nnUNet_preprocessed", ".")) / dataset / "gt_segmentations"
     print(
         f"false-positive voxels per class (1..{args.classes - 1}); near = within {args.near:g} px of the foreground\n"
     )
@@ -96,13 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         "of those slices, predicted |"
     )
     print("|---|---|---|---|---|")
-    for spec in args.runs:
-        configuration, trainer, seed = spec.split(":")
-        folder = args.results / f"seed{seed}" / args.dataset / f"{trainer}__nnUNetPlans__{configuration}" / "fold_0"
-        c = run_counts(folder / "validation", references, args.classes, args.near)
+    for run in parse_runs(args.runs, with_fixed_ce=False):
+        c = run_counts(run.folder(args.results, dataset) / "validation", references, args.classes, args.near)
         cells = [" / ".join(str(v) for v in x[1:]) for x in (c.near, c.far, c.on_empty)]
         hit = " / ".join(f"{h}/{n}" for h, n in zip(c.empty_slices_hit[1:], c.empty_slices[1:]))
-        print(f"| {configuration} `{trainer}` seed {seed} | {cells[0]} | {cells[1]} | {cells[2]} | {hit} |")
+        print(f"| {run.configuration} `{run.trainer}` seed {run.seed} | {cells[0]} | {cells[1]} | {cells[2]} | {hit} |")
     return 0
 
 

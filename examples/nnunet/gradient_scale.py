@@ -51,9 +51,12 @@ def measure(dataset: str, configuration: str, trainer_name: str, batches: int, s
     loader, _ = trainer.get_dataloaders()
     network = trainer.network
     parameters = [p for p in network.parameters() if p.requires_grad]
-    ds_weights = trainer.loss.weight_factors if isinstance(trainer.loss, DeepSupervisionWrapper) else None
+    deep_supervision = isinstance(trainer.loss, DeepSupervisionWrapper)
+    one_scale = trainer.loss.loss if deep_supervision else trainer.loss
+    # nnU-Net's DC_and_CE_loss and this package's NnUNetLossAdapter both weight their cross-entropy by weight_ce
+    weight_ce = float(getattr(one_scale, "weight_ce", 0.0))
     ce = RobustCrossEntropyLoss()
-    cross_entropy = DeepSupervisionWrapper(ce, ds_weights) if ds_weights is not None else ce
+    cross_entropy = DeepSupervisionWrapper(ce, trainer.loss.weight_factors) if deep_supervision else ce
     rows: list[dict[str, float]] = []
     for _ in range(batches):
         batch: dict[str, Any] = next(loader)
@@ -61,16 +64,17 @@ def measure(dataset: str, configuration: str, trainer_name: str, batches: int, s
         output = network(data)
         loss = trainer.loss(output, target)
         total = _grad_vector(loss, parameters)
-        ce_part = _grad_vector(cross_entropy(output, target), parameters)
-        # the trainers without cross-entropy have none in their gradient
-        with_ce = trainer_name == "nnUNetTrainer_CPUBudget" or "CE_" in trainer_name
-        overlap = total - ce_part if with_ce else total
+        ce_part = (
+            weight_ce * _grad_vector(cross_entropy(output, target), parameters)
+            if weight_ce
+            else torch.zeros_like(total)
+        )
         rows.append(
             {
                 "loss": float(loss.detach()),
                 "grad_total": float(total.norm()),
-                "grad_overlap": float(overlap.norm()),
-                "grad_ce": float(ce_part.norm()) if with_ce else 0.0,
+                "grad_overlap": float((total - ce_part).norm()),
+                "grad_ce": float(ce_part.norm()),
             }
         )
     return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
